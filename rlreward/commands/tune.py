@@ -1,0 +1,348 @@
+"""``rlreward tune``: choose the autoscaling config for an RL run by simulating Ray Serve's autoscaler.
+
+::
+
+    # sweep: Pareto front of replica-seconds vs reward-stage time, recommended config as YAML
+    rlreward tune --workload grpo --steps 20 --prompts 64 --group 8 --update-s 30 --rollout-s 20 \\
+        --replica-samples-per-s 20 --cold-start-s 15 --max-replicas 4 \\
+        --json tune.json --out-yaml recommended.yaml --plot tune.png
+    rlreward serve --config recommended.yaml --model /models/skywork
+
+    # predict one config (an AppConfig YAML) on a recorded trace
+    rlreward tune --trace run.jsonl --replica-samples-per-s 20 --cold-start-s 15 \\
+        --evaluate configs/skywork-vl-7b.yaml --json predicted.json
+
+Without ``--evaluate`` the JSON has ``pareto`` (a list of ``{"config", "reward_stage_s",
+"replica_seconds"}``), ``recommended``, ``recommended_without_hints`` and every simulated ``points``;
+with it, ``predicted: {"reward_stage_s", "replica_seconds", ...}``. Reward-stage time is the mean per
+step of first request sent → last score back (seconds); replica-seconds is the whole run's.
+The model and its simplifications: :mod:`rlreward.offline.tune.simulator`.
+Bad input prints one line (``rlreward tune: error: ...``) and returns 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rlreward.offline.tune.simulator import HintPolicy, ReplicaModel, ServeTiming, simulate
+from rlreward.offline.tune.sweep import (
+    Grid,
+    base_app_config,
+    format_table,
+    grid_specs,
+    pareto_front,
+    plot_front,
+    point_from_result,
+    recommend,
+    recommendation_yaml,
+    run_sweep,
+    serving_from_app_config,
+    spec_config,
+    spec_label,
+    validate_app_config,
+)
+from rlreward.offline.tune.workload import Workload, grpo_workload, read_trace, trace_workload
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return vals
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return vals
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("workload (one of)")
+    one = src.add_mutually_exclusive_group(required=True)
+    one.add_argument("--trace", metavar="FILE", help="trace JSONL from the client's recorder")
+    one.add_argument("--workload", choices=["grpo"], help="a described workload")
+    src.add_argument("--steps", type=int, help="GRPO: trainer steps")
+    src.add_argument("--prompts", type=int, help="GRPO: prompts per step (B)")
+    src.add_argument("--group", type=int, help="GRPO: completions per prompt (G)")
+    src.add_argument("--update-s", type=float, help="GRPO: trainer update time between steps, seconds")
+    src.add_argument(
+        "--rollout-s",
+        type=float,
+        default=0.0,
+        help="generation time before each burst, seconds; hints are sent at its start (default 0)",
+    )
+    src.add_argument(
+        "--samples-per-request",
+        type=int,
+        default=None,
+        help="GRPO: samples per request (default G: one request per group; 1 = OpenRLHF/verl style)",
+    )
+    src.add_argument("--send-spread-s", type=float, default=0.0, help="GRPO: spread a burst over this long")
+    src.add_argument(
+        "--step-gap-s",
+        type=float,
+        default=5.0,
+        help="trace without step ids: a pause this long starts a step",
+    )
+    src.add_argument(
+        "--replay",
+        choices=["auto", "open", "closed"],
+        default="auto",
+        help="trace replay: closed loop needs step and latency_s on every record (default auto)",
+    )
+
+    rep = p.add_argument_group("replica (measure with rlreward bench)")
+    rep.add_argument(
+        "--replica-samples-per-s", type=float, required=True, help="samples one replica scores per s"
+    )
+    rep.add_argument("--cold-start-s", type=float, required=True, help="seconds from scale-up to serving")
+
+    p.add_argument("--min-replicas", type=int, default=1, help="lower bound of the sweep (default 1)")
+    p.add_argument(
+        "--max-replicas", type=int, default=4, help="upper bound: the pool the run may use (default 4)"
+    )
+    p.add_argument("--evaluate", metavar="CONFIG.yaml", help="simulate this AppConfig instead of sweeping")
+    p.add_argument("--json", required=True, metavar="OUT", help="write results here")
+    p.add_argument("--out-yaml", metavar="REC.yaml", help="write the recommended AppConfig here")
+    p.add_argument("--plot", metavar="PNG", help="write the Pareto plot here")
+    p.add_argument(
+        "--base-config",
+        metavar="YAML",
+        help="AppConfig the recommendation is written into (default: the packaged default)",
+    )
+    p.add_argument(
+        "--slack", type=float, default=0.1, help="accepted reward-stage slowdown vs the best (0.1)"
+    )
+    p.add_argument(
+        "--max-ongoing-requests", type=int, default=None, help="per replica (default: the base config's)"
+    )
+
+    g = p.add_argument_group("sweep grid (comma-separated)")
+    g.add_argument(
+        "--policies", default="requests,backlog", help="requests (Serve default), backlog (samples)"
+    )
+    g.add_argument(
+        "--targets", type=_floats, default=Grid.target_ongoing_requests, help="target_ongoing_requests"
+    )
+    g.add_argument(
+        "--backlog-targets", type=_ints, default=(), help="target_backlog_samples (default: 1/3/10 s of work)"
+    )
+    g.add_argument("--upscale-delays", type=_floats, default=Grid.upscale_delay_s, help="upscale_delay_s")
+    g.add_argument(
+        "--downscale-delays", type=_floats, default=Grid.downscale_delay_s, help="downscale_delay_s"
+    )
+    g.add_argument("--look-backs", type=_floats, default=Grid.look_back_period_s, help="look_back_period_s")
+    g.add_argument(
+        "--min-replicas-grid", type=_ints, default=None, help="min_replicas (default: lower bound, +1)"
+    )
+    g.add_argument("--no-hints", action="store_true", help="leave the hint policy out of the sweep")
+    g.add_argument("--no-fixed", action="store_true", help="leave fixed pools out of the sweep")
+    g.add_argument("--hint-holds", type=_floats, default=(0.0,), help="hint hold after step done, seconds")
+
+    h = p.add_argument_group("hints (sweep and --evaluate)")
+    h.add_argument("--hint-latency-s", type=float, default=0.5, help="trainer call → policy sees it (0.5)")
+    h.add_argument(
+        "--hint-within-s",
+        type=float,
+        default=None,
+        help="--evaluate: simulate the hint policy with expect(n, within_s=this)",
+    )
+    h.add_argument("--hint-hold-s", type=float, default=0.0, help="--evaluate: hold after step done (0)")
+
+    t = p.add_argument_group("Serve internals (Ray 2.60 defaults)")
+    t.add_argument("--metrics-interval-s", type=float, default=10.0, help="metric push period (10)")
+    t.add_argument("--aggregation", choices=["mean", "max", "min"], default="mean", help="window reduction")
+    t.add_argument(
+        "--handle-start-s", type=float, default=0.0, help="when the caller's handle starts its metrics"
+    )
+    t.add_argument("--router", choices=["least_loaded", "power_of_two"], default="least_loaded")
+    t.add_argument("--seed", type=int, default=0, help="seed of the power-of-two router")
+
+
+def _workload(args: argparse.Namespace) -> Workload:
+    if args.trace:
+        closed = {"auto": None, "open": False, "closed": True}[args.replay]
+        return trace_workload(
+            read_trace(args.trace),
+            rollout_s=args.rollout_s,
+            step_gap_s=args.step_gap_s,
+            closed_loop=closed,
+            description=f"trace {args.trace}",
+        )
+    missing = [f for f in ("steps", "prompts", "group", "update_s") if getattr(args, f) is None]
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise ValueError(f"--workload grpo needs {flags}")
+    return grpo_workload(
+        steps=args.steps,
+        prompts=args.prompts,
+        group=args.group,
+        update_s=args.update_s,
+        rollout_s=args.rollout_s,
+        samples_per_request=args.samples_per_request,
+        send_spread_s=args.send_spread_s,
+    )
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rlreward tune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    workload = _workload(args)
+    replica = ReplicaModel(samples_per_s=args.replica_samples_per_s, cold_start_s=args.cold_start_s)
+    timing = ServeTiming(
+        metrics_interval_s=args.metrics_interval_s,
+        aggregation=args.aggregation,
+        handle_start_s=args.handle_start_s,
+        router=args.router,
+        seed=args.seed,
+    )
+    common = {
+        "workload": workload.summary(),
+        "replica": asdict(replica),
+        "timing": asdict(timing),
+    }
+    if args.evaluate:
+        return _evaluate(args, workload, replica, timing, common)
+
+    base = base_app_config(args.base_config)
+    cfg = validate_app_config(base, args.base_config or "the packaged default config")
+    max_ongoing = args.max_ongoing_requests or cfg.replica.max_ongoing_requests
+    policies = tuple(x.strip() for x in args.policies.split(",") if x.strip())
+    grid = Grid(
+        target_ongoing_requests=args.targets,
+        target_backlog_samples=args.backlog_targets,
+        upscale_delay_s=args.upscale_delays,
+        downscale_delay_s=args.downscale_delays,
+        look_back_period_s=args.look_backs,
+        min_replicas=args.min_replicas_grid,
+        policies=policies,
+        hints=not args.no_hints,
+        hint_latency_s=args.hint_latency_s,
+        hint_hold_s=args.hint_holds,
+        fixed_pools=not args.no_fixed,
+    )
+    specs = grid_specs(
+        grid,
+        min_bound=args.min_replicas,
+        max_bound=args.max_replicas,
+        replica=replica,
+        step_samples=workload.mean_step_samples,
+        max_ongoing_requests=max_ongoing,
+    )
+    print(f"rlreward tune: {workload.description}")
+    print(
+        f"  replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s; "
+        f"replicas {args.min_replicas}..{args.max_replicas}; {len(specs)} configurations"
+    )
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=len(specs), disable=not sys.stderr.isatty(), unit="cfg", file=sys.stderr) as bar:
+        points = run_sweep(workload, specs, replica, timing, progress=bar.update)
+    elapsed = time.perf_counter() - t0
+    front = pareto_front(points)
+    rec = recommend(points, args.slack)
+    plain = [p for p in points if p.spec.hint is None]
+    rec_plain = recommend(plain, args.slack) if plain else None
+    print(
+        f"  simulated in {elapsed:.1f} s. Pareto front (* = recommended, within {args.slack:.0%} of the best):"
+    )
+    print("  " + format_table(front, rec).replace("\n", "\n  "))
+    if rec_plain is not None and rec_plain is not rec:
+        print(
+            f"  without hints: {spec_label(rec_plain.spec)}: {rec_plain.reward_stage_s:.2f} s/step, "
+            f"{rec_plain.replica_seconds:.0f} replica-s"
+        )
+
+    out: dict[str, Any] = {
+        **common,
+        "bounds": {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas},
+        "slack": args.slack,
+        "simulated": len(points),
+        "pareto": [p.to_json() for p in front],
+        "recommended": {**rec.to_json(), "label": spec_label(rec.spec)},
+        "recommended_without_hints": (
+            {**rec_plain.to_json(), "label": spec_label(rec_plain.spec)} if rec_plain is not None else None
+        ),
+        "points": [p.to_json() for p in points],
+    }
+    if args.out_yaml:
+        header = [
+            "rlreward AppConfig recommended by `rlreward tune` (simulated, not measured).",
+            workload.description,
+            f"replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s",
+            f"predicted: {rec.reward_stage_s:.2f} s reward stage per step, {rec.replica_seconds:.0f} replica-seconds",
+        ]
+        Path(args.out_yaml).write_text(recommendation_yaml(rec.spec, base, header), encoding="utf-8")
+        out["out_yaml"] = args.out_yaml
+        print(f"  wrote {args.out_yaml}")
+    if args.plot:
+        plot_front(points, front, rec, args.plot, title=workload.description)
+        out["plot"] = args.plot
+        print(f"  wrote {args.plot}")
+    _write_json(args.json, out)
+    print(f"  wrote {args.json}")
+    return 0
+
+
+def _evaluate(
+    args: argparse.Namespace,
+    workload: Workload,
+    replica: ReplicaModel,
+    timing: ServeTiming,
+    common: dict[str, Any],
+) -> int:
+    data = base_app_config(args.evaluate)
+    hint = None
+    if args.hint_within_s is not None:
+        hint = HintPolicy(within_s=args.hint_within_s, latency_s=args.hint_latency_s, hold_s=args.hint_hold_s)
+    spec = serving_from_app_config(data, hint)
+    result = simulate(workload, spec, replica, timing)
+    point = point_from_result(spec, result)
+    out = {
+        **common,
+        "config_file": args.evaluate,
+        "config": spec_config(spec),
+        "predicted": {
+            "reward_stage_s": point.reward_stage_s,
+            "replica_seconds": point.replica_seconds,
+            "horizon_s": result.horizon_s,
+            "max_target_replicas": result.max_target,
+            "steps": [
+                {"step": s.index, "samples": s.samples, "first_sent_s": s.first_sent_s, "stage_s": s.stage_s}
+                for s in result.steps
+            ],
+        },
+    }
+    _write_json(args.json, out)
+    print(f"rlreward tune: {workload.description}")
+    print(
+        f"  {args.evaluate} ({spec_label(spec)}): {point.reward_stage_s:.2f} s reward stage per step, "
+        f"{point.replica_seconds:.0f} replica-seconds over {result.horizon_s:.0f} s"
+    )
+    print(f"  wrote {args.json}")
+    return 0

@@ -1,0 +1,159 @@
+"""``rlreward tune``: the JSON, the recommended AppConfig YAML, the plot, ``--evaluate``, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import yaml
+
+from rlreward.commands import tune
+
+GRPO = [
+    "--workload",
+    "grpo",
+    "--steps",
+    "3",
+    "--prompts",
+    "8",
+    "--group",
+    "4",
+    "--update-s",
+    "10",
+    "--rollout-s",
+    "15",
+    "--replica-samples-per-s",
+    "8",
+    "--cold-start-s",
+    "5",
+]
+SMALL_GRID = [
+    "--max-replicas",
+    "2",
+    "--policies",
+    "requests",
+    "--targets",
+    "2",
+    "--upscale-delays",
+    "0,30",
+    "--downscale-delays",
+    "15",
+    "--look-backs",
+    "30",
+]
+
+
+def _run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rlreward tune")
+    tune.add_arguments(p)
+    return tune.run(p.parse_args(argv))
+
+
+def _app_config():
+    try:
+        from rlreward.serving.config import AppConfig
+    except ImportError:
+        from rlreward.deployment import AppConfig
+    return AppConfig
+
+
+def test_sweep_writes_pareto_json_a_valid_app_config_and_a_plot(tmp_path, capsys):
+    out, rec, png = tmp_path / "tune.json", tmp_path / "rec.yaml", tmp_path / "front.png"
+    rc = _run(GRPO + SMALL_GRID + ["--json", str(out), "--out-yaml", str(rec), "--plot", str(png)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    # fixed 1, fixed 2, then (2 delays × min 1/2) without and with hints
+    assert data["simulated"] == 2 + 4 + 4
+    assert data["pareto"], "an empty Pareto front"
+    for p in data["pareto"]:
+        assert set(p) == {"config", "reward_stage_s", "replica_seconds"}
+        assert p["reward_stage_s"] > 0 and p["replica_seconds"] > 0
+    stages = [p["reward_stage_s"] for p in data["pareto"]]
+    costs = [p["replica_seconds"] for p in data["pareto"]]
+    assert costs == sorted(costs) and stages == sorted(stages, reverse=True)
+    best = min(p["reward_stage_s"] for p in data["points"])
+    assert data["recommended"]["reward_stage_s"] <= best * 1.1 + 1e-9
+
+    cfg = _app_config().model_validate(yaml.safe_load(rec.read_text()))
+    chosen = data["recommended"]["config"]
+    if chosen["autoscaling"] is None:
+        assert cfg.replica.autoscaling is None and cfg.replica.num_replicas == chosen["num_replicas"]
+    else:
+        assert cfg.replica.autoscaling.max_replicas == 2
+        assert cfg.replica.autoscaling.upscale_delay_s == chosen["autoscaling"]["upscale_delay_s"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Pareto front" in capsys.readouterr().out
+
+
+def test_evaluate_predicts_one_config(tmp_path):
+    conf = tmp_path / "fixed2.yaml"
+    conf.write_text(
+        yaml.safe_dump(
+            {"scorer": {"model": ".cache/tiny"}, "replica": {"num_replicas": 2, "max_ongoing_requests": 8}}
+        )
+    )
+    out = tmp_path / "pred.json"
+    assert _run(GRPO + ["--evaluate", str(conf), "--json", str(out)]) == 0
+    pred = json.loads(out.read_text())["predicted"]
+    # 32 samples per step in 8 requests of 4; R = 8 → 0.5 s a request; 2 replicas → 4 × 0.5 = 2 s per step.
+    # Step 0 at 15 (rollout) → 17; step 1 at 17 + 10 + 15 = 42 → 44; step 2 at 69 → 71. 2 replicas × 71 s.
+    assert pred["reward_stage_s"] == pytest.approx(2.0)
+    assert pred["replica_seconds"] == pytest.approx(2 * 71.0)
+
+
+def test_evaluate_with_hints_needs_autoscaling(tmp_path, capsys):
+    conf = tmp_path / "fixed.yaml"
+    conf.write_text(yaml.safe_dump({"scorer": {"model": ".cache/tiny"}, "replica": {"num_replicas": 2}}))
+    rc = _run(GRPO + ["--evaluate", str(conf), "--hint-within-s", "2", "--json", str(tmp_path / "x.json")])
+    assert rc == 2
+    assert "hints need autoscaling" in capsys.readouterr().err
+
+
+def test_grpo_without_its_sizes_is_a_usage_error(tmp_path, capsys):
+    argv = [
+        "--workload",
+        "grpo",
+        "--steps",
+        "3",
+        "--replica-samples-per-s",
+        "8",
+        "--cold-start-s",
+        "5",
+        "--json",
+        str(tmp_path / "x.json"),
+    ]
+    assert _run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlreward tune: error:") and "--prompts" in err and "--update-s" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_sweep_on_a_trace(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    rows = [{"kind": "header"}] + [
+        {"t": 20.0 * k + 0.01 * i, "samples": 4, "step": k, "latency_s": 1.0}
+        for k in range(3)
+        for i in range(6)
+    ]
+    trace.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "tune.json"
+    rc = _run(
+        [
+            "--trace",
+            str(trace),
+            "--replica-samples-per-s",
+            "8",
+            "--cold-start-s",
+            "5",
+            "--no-hints",
+            "--json",
+            str(out),
+        ]
+        + SMALL_GRID
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["workload"]["closed_loop"] is True and data["workload"]["steps"] == 3
+    assert data["recommended_without_hints"] is not None
+    assert all(p["config"]["hint"] is None for p in data["points"])
