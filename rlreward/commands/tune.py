@@ -152,6 +152,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-hints", action="store_true", help="leave the hint policy out of the sweep")
     g.add_argument("--no-fixed", action="store_true", help="leave fixed pools out of the sweep")
     g.add_argument("--hint-holds", type=_floats, default=(0.0,), help="hint hold after step done, seconds")
+    g.add_argument(
+        "--hint-releases",
+        default="min,base",
+        help="after step done the hint policy wants: min (min_replicas), base (the base policy's desire)",
+    )
 
     h = p.add_argument_group("hints (sweep and --evaluate)")
     h.add_argument("--hint-latency-s", type=float, default=0.5, help="trainer call → policy sees it (0.5)")
@@ -162,6 +167,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="--evaluate: simulate the hint policy with expect(n, within_s=this)",
     )
     h.add_argument("--hint-hold-s", type=float, default=0.0, help="--evaluate: hold after step done (0)")
+    h.add_argument(
+        "--hint-release", choices=["min", "base"], default="min", help="--evaluate: after step done"
+    )
 
     t = p.add_argument_group("Serve internals (Ray 2.60 defaults)")
     t.add_argument("--metrics-interval-s", type=float, default=10.0, help="metric push period (10)")
@@ -232,6 +240,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = validate_app_config(base, args.base_config or "the packaged default config")
     max_ongoing = args.max_ongoing_requests or cfg.replica.max_ongoing_requests
     policies = tuple(x.strip() for x in args.policies.split(",") if x.strip())
+    releases = tuple(x.strip() for x in args.hint_releases.split(",") if x.strip())
+    if not releases or not set(releases) <= {"min", "base"}:
+        raise ValueError(f"--hint-releases takes min and/or base (got {args.hint_releases!r})")
     grid = Grid(
         target_ongoing_requests=args.targets,
         target_backlog_samples=args.backlog_targets,
@@ -243,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         hints=not args.no_hints,
         hint_latency_s=args.hint_latency_s,
         hint_hold_s=args.hint_holds,
+        hint_release=releases,
         fixed_pools=not args.no_fixed,
     )
     specs = grid_specs(
@@ -319,7 +331,12 @@ def _evaluate(
     data = base_app_config(args.evaluate)
     hint = None
     if args.hint_within_s is not None:
-        hint = HintPolicy(within_s=args.hint_within_s, latency_s=args.hint_latency_s, hold_s=args.hint_hold_s)
+        hint = HintPolicy(
+            within_s=args.hint_within_s,
+            latency_s=args.hint_latency_s,
+            hold_s=args.hint_hold_s,
+            release_to=args.hint_release,
+        )
     spec = serving_from_app_config(data, hint)
     result = simulate(workload, spec, replica, timing)
     point = point_from_result(spec, result)

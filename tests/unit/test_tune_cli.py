@@ -63,8 +63,8 @@ def test_sweep_writes_pareto_json_a_valid_app_config_and_a_plot(tmp_path, capsys
     rc = _run(GRPO + SMALL_GRID + ["--json", str(out), "--out-yaml", str(rec), "--plot", str(png)])
     assert rc == 0
     data = json.loads(out.read_text())
-    # fixed 1, fixed 2, then (2 delays × min 1/2) without and with hints
-    assert data["simulated"] == 2 + 4 + 4
+    # fixed 1, fixed 2, then (2 delays × min 1/2) without hints, with hints released to min, to base
+    assert data["simulated"] == 2 + 4 + 4 + 4
     assert data["pareto"], "an empty Pareto front"
     for p in data["pareto"]:
         assert set(p) == {"config", "reward_stage_s", "replica_seconds"}
@@ -84,6 +84,31 @@ def test_sweep_writes_pareto_json_a_valid_app_config_and_a_plot(tmp_path, capsys
         assert cfg.replica.autoscaling.upscale_delay_s == chosen["autoscaling"]["upscale_delay_s"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Pareto front" in capsys.readouterr().out
+
+
+def test_the_recommended_yaml_evaluates_to_the_recommended_point(tmp_path):
+    # round trip: the YAML (+ the hint settings from the JSON) encodes the whole simulated config
+    out, rec, pred = tmp_path / "tune.json", tmp_path / "rec.yaml", tmp_path / "pred.json"
+    assert _run(GRPO + SMALL_GRID + ["--json", str(out), "--out-yaml", str(rec)]) == 0
+    chosen = json.loads(out.read_text())["recommended"]
+    hint = chosen["config"]["hint"]
+    extra = []
+    if hint is not None:
+        extra = [
+            "--hint-within-s",
+            str(hint["within_s"]),
+            "--hint-latency-s",
+            str(hint["latency_s"]),
+            "--hint-hold-s",
+            str(hint["hold_s"]),
+            "--hint-release",
+            hint["release_to"],
+        ]
+    assert _run(GRPO + ["--evaluate", str(rec), "--json", str(pred)] + extra) == 0
+    got = json.loads(pred.read_text())
+    assert got["config"] == chosen["config"]
+    assert got["predicted"]["reward_stage_s"] == pytest.approx(chosen["reward_stage_s"])
+    assert got["predicted"]["replica_seconds"] == pytest.approx(chosen["replica_seconds"])
 
 
 def test_evaluate_predicts_one_config(tmp_path):

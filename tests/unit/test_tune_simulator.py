@@ -259,17 +259,18 @@ def test_hint_desired_replicas():
     assert hint_desired_replicas(0, 1.0, 4.0, min_replicas=1, max_replicas=4) == 1
 
 
-def _hint_case(hint: HintPolicy | None):
-    # One GRPO step of 8 requests × 8 samples, sent at t=20 after a 20 s rollout; R = 4 (2 s a request).
+def _hint_case(hint: HintPolicy | None, steps: int = 1, downscale_delay_s: float = 600):
+    # GRPO steps of 8 requests × 8 samples, the first sent at t=20 after a 20 s rollout, each later one
+    # 30 s (update) + 20 s (rollout) after the previous step's last score; R = 4 (2 s a request).
     auto = AutoscalingSpec(
         min_replicas=1,
         max_replicas=2,
         target_ongoing_requests=2,
         upscale_delay_s=5,
-        downscale_delay_s=600,
+        downscale_delay_s=downscale_delay_s,
         look_back_period_s=30,
     )
-    wl = grpo_workload(steps=1, prompts=8, group=8, update_s=0, rollout_s=20)
+    wl = grpo_workload(steps=steps, prompts=8, group=8, update_s=30, rollout_s=20)
     return simulate(wl, ServingSpec(autoscaling=auto, hint=hint), ReplicaModel(4.0, 10.0))
 
 
@@ -287,6 +288,23 @@ def test_hint_brings_the_replica_before_the_burst_and_the_default_policy_after()
     plain = _hint_case(None)
     assert plain.replicas[1].created_s == _approx(25.0)
     assert plain.steps[0].stage_s == _approx(16.0)
+
+
+def test_released_hint_scales_down_in_the_update_and_back_up_for_the_next_rollout():
+    # Step 0 as above: r1 at 5.5, both serve 20..28. Step done at 28, seen at 28.5: released to
+    # min_replicas=1 → + downscale delay 5 → target 1 at 33.5 (r1, the newest, stops). Step 1 starts at
+    # 28 + 30 + 20 = 78; its hint (sent at 58) is seen at 58.5 → + 5 → r2 at 63.5, ready 73.5, both serve
+    # 78..86. Replica-seconds: r0 86 + r1 (33.5 - 5.5) + r2 (86 - 63.5).
+    res = _hint_case(HintPolicy(within_s=8.0, latency_s=0.5, release_to="min"), steps=2, downscale_delay_s=5)
+    assert res.target_timeline == ((0.0, 1), (5.5, 2), (33.5, 1), (63.5, 2))
+    assert [s.stage_s for s in res.steps] == [_approx(8.0), _approx(8.0)]
+    assert res.replica_seconds == _approx(86 + 28 + 22.5)
+    # Released to the base policy instead, the look-back window still holds the burst at 33.5.
+    base = _hint_case(
+        HintPolicy(within_s=8.0, latency_s=0.5, release_to="base"), steps=2, downscale_delay_s=5
+    )
+    assert (33.5, 1) not in base.target_timeline
+    assert base.replica_seconds > res.replica_seconds
 
 
 def test_hint_needs_autoscaling():

@@ -50,8 +50,12 @@ What is modelled, and from which Ray 2.60 source (``ray/serve/...``):
   last score is back. The policy sees a hint ``latency_s`` after it is sent; from then until
   ``latency_s + hold_s`` after step done, its desire is ``max(base policy desire,``
   :func:`hint_desired_replicas`\\ ``)``. Serve applies the factors, ``upscale_delay_s`` and the bounds on
-  top (custom policies cannot skip them); after the hint is released, the base desire (usually low in
-  the trainer update) takes over, subject to ``downscale_delay_s``.
+  top (custom policies cannot skip them — so is the immediate path with 0 running replicas). Once the
+  hint is released and no other is active, ``release_to="min"`` makes the desire ``min_replicas`` until
+  the next hint (the trainer said nothing is coming; the window average still remembers the burst for
+  up to ``look_back_period_s``), ``release_to="base"`` hands back to the base policy; either way
+  ``downscale_delay_s`` applies. Before the first hint the base policy rules
+  (:func:`hinted_policy_desired`).
 
 Simplified away: Ray scheduling (every replica finds a CPU/GPU at once; no node autoscaler), one caller
 handle (a trainer's; the HTTP proxy is one more handle in reality), no network/RPC latency (routing is
@@ -152,15 +156,20 @@ class HintPolicy:
     seconds (the policy asks for ``ceil(n / (samples_per_s × within_s))`` replicas).
     ``latency_s``: seconds from the trainer's call until the policy sees it (client → deployment →
     controller). ``hold_s``: the hint is released this long after "step done" is seen.
+    ``release_to``: what the policy wants once released — ``"min"`` (``min_replicas``: the trainer is
+    updating, nothing comes) or ``"base"`` (the base policy's windowed desire).
     """
 
     within_s: float
     latency_s: float = 0.5
     hold_s: float = 0.0
+    release_to: Literal["min", "base"] = "min"
 
     def __post_init__(self) -> None:
         if self.within_s <= 0 or self.latency_s < 0 or self.hold_s < 0:
             raise ValueError("hint within_s must be > 0, latency_s and hold_s ≥ 0")
+        if self.release_to not in ("min", "base"):
+            raise ValueError(f"release_to must be 'min' or 'base' (got {self.release_to!r})")
 
 
 @dataclass(frozen=True)
@@ -358,9 +367,30 @@ def hint_desired_replicas(
     return max(min_replicas, min(max_replicas, need))
 
 
-def hinted_policy_desired(base_desired: float, hint_desired: int | None) -> float:
-    """The hint policy's desire: the base policy's, raised to the hint's while a hint is active."""
-    return base_desired if hint_desired is None else max(base_desired, hint_desired)
+def hinted_policy_desired(
+    base_desired: float,
+    hint_desired: int | None,
+    *,
+    released: bool = False,
+    release_to: str = "min",
+    min_replicas: int = 0,
+) -> float:
+    """The hint policy's desire.
+
+    ``hint_desired`` (an active hint's :func:`hint_desired_replicas`) raises the base policy's desire;
+    with no active hint and ``released`` (the trainer's last step is done) the desire is
+    ``min_replicas`` if ``release_to == "min"``, else the base desire; before any hint, the base desire.
+
+    >>> hinted_policy_desired(1.5, 4), hinted_policy_desired(6.0, 4)
+    (4, 6.0)
+    >>> hinted_policy_desired(3.0, None, released=True, min_replicas=1), hinted_policy_desired(3.0, None)
+    (1, 3.0)
+    """
+    if hint_desired is not None:
+        return max(base_desired, hint_desired)
+    if released and release_to == "min":
+        return min_replicas
+    return base_desired
 
 
 # -- window aggregation (mirrors _private/autoscaling_metrics_merge.py) ---------------------------
@@ -598,6 +628,7 @@ class _Sim:
         self.step_left = [len(s.requests) for s in workload.steps]
         self.steps_done = 0
         self.active_hints: dict[int, float] = {}  # step → expected samples
+        self.hint_released = False  # a step_done released the last active hint
         self.last_progress = 0.0  # last send or completion
         biggest = max(r.samples for st in workload.steps for r in st.requests)
         #: simulated seconds without a send or a completion, with work outstanding, that mean a stall
@@ -795,7 +826,14 @@ class _Sim:
                 min_replicas=a.min_replicas,
                 max_replicas=a.max_replicas,
             )
-        return hinted_policy_desired(base, hint_n)
+        hint = self.s.hint
+        return hinted_policy_desired(
+            base,
+            hint_n,
+            released=self.hint_released,
+            release_to=hint.release_to if hint is not None else "base",
+            min_replicas=a.min_replicas,
+        )
 
     def _control(self, t: float) -> None:
         a = self.auto
@@ -900,8 +938,10 @@ class _Sim:
             self._send(payload[0], payload[1], t)
         elif kind == "hint_on":
             self.active_hints[payload] = float(self.w.steps[payload].samples)
+            self.hint_released = False
         elif kind == "hint_off":
             self.active_hints.pop(payload, None)
+            self.hint_released = not self.active_hints
         elif kind == "handle_record":
             self._handle_record(t)
             self.push(t + self.record_s, _RECORD, "handle_record")

@@ -12,7 +12,7 @@ Configurations, as they appear in JSON (``SweepPoint.config``)::
      "num_replicas": 4 | null,                      # fixed pool only
      "autoscaling": {AutoscalingOptions fields} | null,
      "max_ongoing_requests": 32,
-     "hint": {"within_s": ..., "latency_s": ..., "hold_s": ...} | null}
+     "hint": {"within_s": ..., "latency_s": ..., "hold_s": ..., "release_to": "min" | "base"} | null}
 """
 
 from __future__ import annotations
@@ -47,13 +47,14 @@ class Grid:
     target_ongoing_requests: tuple[float, ...] = (1.0, 2.0, 4.0)
     target_backlog_samples: tuple[int, ...] = ()
     upscale_delay_s: tuple[float, ...] = (0.0, 10.0, 30.0)
-    downscale_delay_s: tuple[float, ...] = (15.0, 60.0, 600.0)
+    downscale_delay_s: tuple[float, ...] = (0.0, 15.0, 60.0, 600.0)
     look_back_period_s: tuple[float, ...] = (15.0, 30.0)
     min_replicas: tuple[int, ...] | None = None
     policies: tuple[str, ...] = ("requests", "backlog")
     hints: bool = True
     hint_latency_s: float = 0.5
     hint_hold_s: tuple[float, ...] = (0.0,)
+    hint_release: tuple[str, ...] = ("min", "base")
     fixed_pools: bool = True
 
 
@@ -90,7 +91,9 @@ def grid_specs(
     if grid.hints:
         within = step_samples / (replica.samples_per_s * max_bound)
         hint_opts += [
-            HintPolicy(within_s=within, latency_s=grid.hint_latency_s, hold_s=h) for h in grid.hint_hold_s
+            HintPolicy(within_s=within, latency_s=grid.hint_latency_s, hold_s=h, release_to=rel)  # type: ignore[arg-type]
+            for rel in grid.hint_release
+            for h in grid.hint_hold_s
         ]
     for hint in hint_opts:
         for policy in grid.policies:
@@ -151,7 +154,7 @@ def spec_label(spec: ServingSpec) -> str:
         f"{target} up {a.upscale_delay_s:g} down {a.downscale_delay_s:g} "
         f"lb {a.look_back_period_s:g} [{a.min_replicas},{a.max_replicas}]"
     )
-    return s + (" +hint" if spec.hint is not None else "")
+    return s + (f" +hint→{spec.hint.release_to}" if spec.hint is not None else "")
 
 
 @dataclass(frozen=True)
@@ -319,7 +322,8 @@ def recommendation_yaml(spec: ServingSpec, base: dict[str, Any], header: Sequenc
         lines += [
             "# This recommendation assumes the trainer sends phase hints: client.expect(n_samples,",
             f"# within_s={h.within_s:.3g}) at rollout start and client.step_done() after the last score",
-            f"# (simulated: seen {h.latency_s:g} s after sending, released {h.hold_s:g} s after step done).",
+            f"# (simulated: seen {h.latency_s:g} s after sending, released {h.hold_s:g} s after step done,",
+            f"# then the policy wants {'min_replicas' if h.release_to == 'min' else 'what the base policy wants'}).",
         ]
     return "\n".join(lines) + ("\n" if lines else "") + yaml.safe_dump(data, sort_keys=False)
 
