@@ -50,23 +50,24 @@ What is modelled, and from which Ray 2.60 source (``ray/serve/...``):
   last score is back. The policy sees a hint ``latency_s`` after it is sent; from then until
   ``latency_s + hold_s`` after step done, its desire is ``max(base policy desire,``
   :func:`hint_desired_replicas`\\ ``)``. Serve applies the factors, ``upscale_delay_s`` and the bounds on
-  top (custom policies cannot skip them — so is the immediate path with 0 running replicas). Once the
-  hint is released and no other is active, ``release_to="min"`` makes the desire ``min_replicas`` until
-  the next hint (the trainer said nothing is coming; the window average still remembers the burst for
-  up to ``look_back_period_s``), ``release_to="base"`` hands back to the base policy; either way
-  ``downscale_delay_s`` applies. Before the first hint the base policy rules
-  (:func:`hinted_policy_desired`).
+  top (a custom policy cannot skip them; only with 0 running replicas is a desire > 0 applied at once,
+  as for any policy). Once the hint is released and no other is active, ``release_to="min"`` makes the
+  desire ``min_replicas`` until the next hint (the trainer said nothing is coming, while the window
+  average still remembers the burst for up to ``look_back_period_s``); ``release_to="base"`` hands back
+  to the base policy. Either way ``downscale_delay_s`` applies. Before the first hint the base policy
+  rules (:func:`hinted_policy_desired`).
 
 Simplified away: Ray scheduling (every replica finds a CPU/GPU at once; no node autoscaler), one caller
 handle (a trainer's; the HTTP proxy is one more handle in reality), no network/RPC latency (routing is
 instant, pushes arrive when sent), request sizes do not change throughput (no small-batch penalty,
 no prefix-sharing gain beyond what ``samples_per_s`` measured), ``graceful_shutdown_timeout_s`` never
 cuts a drain, no ``max_queued_requests`` rejections, no ``target_capacity``, no handle-staleness drops,
-no failures/restarts, and the handle keeps a replica's in-flight series until that replica leaves the
-running set (Serve keeps the key while requests are in flight).
+no failures/restarts or health-check kills, no trainer-side time inside the reward stage (it ends at
+the last score back), and one deployment (the ingress and its own scaling are not simulated).
 
-The pure functions in the first section (policy math) do not depend on the event loop; the serving-side
-policy can share them.
+The policy math in the first section is pure (standard library only) so that the serving-side policy
+can run the very same functions; since ``serving`` may not import ``offline``, that section is meant to
+move to :mod:`rlreward.serving.autoscaling` and be imported here from there.
 """
 
 from __future__ import annotations
