@@ -13,11 +13,12 @@ import argparse
 
 import torch
 
-from rlreward import bench
-from rlreward.bench import cpu_seconds
-from rlreward.config import ScorerConfig
-from rlreward.head import load_value_head
-from rlreward.scorer import Scorer
+from rlreward.engine.config import ScorerConfig
+from rlreward.engine.head import load_value_head
+from rlreward.engine.scorer import Scorer
+from rlreward.offline.bench.models import build_random_model
+from rlreward.offline.bench.systems import cpu_seconds
+from rlreward.offline.bench.workloads import make_workload
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(1)
-    model = bench.build_random_model("bench-small", torch.device("cpu"), torch.float32)
+    model = build_random_model("bench-small", torch.device("cpu"), torch.float32)
     hidden = model.model.config.text_config.hidden_size
 
     def scorer(budget: int, size: int) -> Scorer:
@@ -36,7 +37,7 @@ def main() -> None:
         return Scorer(cfg, model.model.model, model.new_processor(), load_value_head(model.head_path, hidden))
 
     first = scorer(16384, 64)
-    work = bench.make_workload(
+    work = make_workload(
         args.workload, first.preprocessor.tokenizer, prompts=4, group=8, image_tokens=256,
         completion_tokens=64, prompt_tokens=32, samples=args.samples,
     )  # fmt: skip

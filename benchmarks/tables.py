@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rlreward.bench import BenchReport
+from rlreward.offline.bench.report import BenchReport
 
 
 def _f(v: float | None, spec: str) -> str:

@@ -38,7 +38,7 @@ def grpo_batch(prompts: int, group: int) -> tuple[list[dict], list[str]]:
     """
     import random
 
-    from rlreward.train import COLOURS, QUESTIONS, SHAPES, draw_shape
+    from rlreward.offline.train import COLOURS, QUESTIONS, SHAPES, draw_shape
 
     question, template = QUESTIONS["describe"]
     rng = random.Random(0)
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from rlreward.client import RewardClient
-    from rlreward.deployment import deploy, load_app_config
+    from rlreward.serving.app import deploy
+    from rlreward.serving.config import load_app_config
 
     t0 = time.perf_counter()
     with socket.socket() as s:  # a free port, so the demo never collides with another server

@@ -2,7 +2,7 @@
 for PPO/GRPO in TRL, OpenRLHF and verl.
 
 ``import rlreward`` is light (no torch, no ray): trainer nodes only need the client, the schema and
-the adapters. The model side (:mod:`rlreward.scorer`, :mod:`rlreward.deployment`) needs the
+the adapters. The model side (:mod:`rlreward.engine.scorer`, :mod:`rlreward.serving`) needs the
 ``rlreward[serve]`` extra.
 """
 

@@ -49,7 +49,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .schema import ScoreResult
+from rlreward.errors import (
+    AuthenticationError,
+    RayFailure,
+    RewardClientError,
+    RewardRequestError,
+    RewardServerError,
+    RewardTimeoutError,
+    _Fatal,
+    classify_ray_error,
+)
+from rlreward.schema import ScoreResult
 
 log = logging.getLogger("rlreward.client")
 
@@ -63,54 +73,9 @@ __all__ = [
     "RewardTimeoutError",
 ]
 
-#: Name of the model deployment inside an rlreward application (see rlreward.deployment).
+#: Name of the model deployment inside an rlreward application (see rlreward.serving.config).
 REPLICA_DEPLOYMENT = "RewardReplica"
 _RETRY_STATUS = {408, 429, 502, 503, 504}
-
-
-# -- exceptions -----------------------------------------------------------------------------------
-class RewardClientError(Exception):
-    """Base class of every error the clients raise."""
-
-    retryable: bool = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        code: str | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-        self.code = code
-        self.retry_after_s = retry_after_s
-
-
-class RewardRequestError(RewardClientError):
-    """The server refused the request as a whole (HTTP 4xx: malformed, too large, ...). Not retried."""
-
-
-class AuthenticationError(RewardRequestError):
-    """HTTP 401: the server wants ``Authorization: Bearer <api_key>`` and did not get the right one."""
-
-
-class RewardServerError(RewardClientError):
-    """The server could not answer: unreachable, overloaded, a replica died, 5xx (after all retries)."""
-
-    retryable = True
-
-
-class RewardTimeoutError(RewardServerError):
-    """An attempt took longer than ``timeout_s`` (raised when it was the last one)."""
-
-
-class _Fatal(RewardServerError):
-    """A server-side failure that retrying will not fix (a bug, a protocol mismatch)."""
-
-    retryable = False
 
 
 # -- JSON encoding of in-process image references ----------------------------------------------------
@@ -264,41 +229,15 @@ class _HandleTransport:
         where = f"app {self.app_name!r} ({self.deployment})"
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # GetTimeoutError is a TimeoutError
             return RewardTimeoutError(f"{where}: no answer within {self.timeout_s}s")
-        try:
-            from ray.exceptions import RayActorError, RayError, RayTaskError
-            from ray.serve.exceptions import BackPressureError, RayServeException
-        except ImportError:  # pragma: no cover - only reachable without ray
-            return _Fatal(f"{where}: {type(exc).__name__}: {exc}")
-        if isinstance(exc, BackPressureError):
-            return RewardServerError(
-                f"{where} is overloaded: {exc}", code="overloaded", retry_after_s=exc.retry_after_s
-            )
-        if isinstance(exc, RayActorError) or isinstance(getattr(exc, "cause", None), RayActorError):
-            # A replica died or is unreachable (possibly reported wrapped in a RayTaskError).
-            return RewardServerError(
-                f"{where}: a replica died or is unavailable: {type(exc).__name__}", code="unavailable"
-            )
-        if isinstance(exc, RayTaskError):  # the replica's own code raised: a server bug, not transient
-            return _Fatal(f"{where} failed: {exc}")
-        if isinstance(exc, (RayError, RayServeException)):
-            # deployment not (yet) running, replica unavailable, request cancelled, object lost, ...
-            return RewardServerError(f"{where} unavailable: {type(exc).__name__}: {exc}", code="unavailable")
-        if isinstance(exc, ValueError) and "application" in str(exc).lower():
+        failure = classify_ray_error(exc)
+        if failure is None and isinstance(exc, ValueError) and "application" in str(exc).lower():
             # get_deployment_handle on an app that is not deployed (yet)
-            return RewardServerError(f"{where}: {exc}", code="unavailable")
-        return _Fatal(f"{where}: {type(exc).__name__}: {exc}")
-        if isinstance(exc, BackPressureError):
-            return RewardServerError(
-                f"{where} is overloaded: {exc}", code="overloaded", retry_after_s=exc.retry_after_s
-            )
-        if isinstance(exc, RayTaskError):  # the replica's own code raised: a server bug, not transient
-            return _Fatal(f"{where} failed: {exc}")
-        if isinstance(exc, RayError):  # replica died / unavailable / deployment not ready / object lost
-            return RewardServerError(f"{where} unavailable: {type(exc).__name__}: {exc}", code="unavailable")
-        if isinstance(exc, ValueError) and "application" in str(exc).lower():
-            # get_deployment_handle on an app that is not deployed (yet)
-            return RewardServerError(f"{where}: {exc}", code="unavailable")
-        return _Fatal(f"{where}: {type(exc).__name__}: {exc}")
+            failure = RayFailure("unavailable", str(exc))
+        if failure is None or failure.kind == "bug":
+            return _Fatal(f"{where} failed: {type(exc).__name__}: {exc}")
+        return RewardServerError(
+            f"{where}: {failure.message}", code=failure.kind, retry_after_s=failure.retry_after_s
+        )
 
     def score(self, chunk: Sequence[Any]) -> list[ScoreResult]:
         response = self.handle().score.remote(list(chunk))

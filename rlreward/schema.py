@@ -21,7 +21,7 @@ Every sample gets a :class:`ScoreResult`: a ``score`` (float) or an ``error`` (:
 with a stable :class:`ErrorCode`). One bad sample never fails or changes its neighbours.
 
 Errors: :class:`SampleError` is raised by preprocessing for one sample and turned into that
-sample's ``ScoreResult.error``; it never escapes :meth:`rlreward.scorer.Scorer.score`.
+sample's ``ScoreResult.error``; it never escapes :meth:`rlreward.engine.scorer.Scorer.score`.
 """
 
 from __future__ import annotations

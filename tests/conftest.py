@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
     prebuilt = os.environ.get("RLREWARD_TINY")
     if prebuilt and Path(prebuilt, "value_head.safetensors").is_file():
         return prebuilt
-    from rlreward.tiny import make_tiny
+    from rlreward.offline.tiny import make_tiny
 
     return str(make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0))
 
@@ -35,7 +35,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def scorer(tiny_model_dir):
     """A float32 CPU scorer on the tiny checkpoint, prefix sharing off unless a test turns it on."""
-    from rlreward.scorer import Scorer
+    from rlreward.engine.scorer import Scorer
 
     return Scorer.from_pretrained(tiny_model_dir, dtype="float32", device="cpu")
 

@@ -2,7 +2,7 @@
 
     python examples/eval/build_dataset.py .cache/eval-shapes [--pairs 300] [--seed 12345]
 
-The pairs are :func:`rlreward.train.shapes_pairs` (a picture of one coloured shape; the true answer
+The pairs are :func:`rlreward.offline.train.shapes_pairs` (a picture of one coloured shape; the true answer
 about its colour / shape / both is *chosen*, a wrong one *rejected*), drawn from a seed the trained
 tiny model never saw. The same pairs are written as:
 
@@ -27,7 +27,7 @@ import json
 import random
 from pathlib import Path
 
-from rlreward.train import shapes_pairs
+from rlreward.offline.train import shapes_pairs
 
 #: shapes_pairs category → a VL-RewardBench id prefix that maps to a category by the official rule.
 VL_PREFIX = {"colour": "RLAIF-V-shapes-", "shape": "mathverse_shapes_", "describe": "wildvision-shapes-"}

@@ -67,7 +67,7 @@ def start_local_server(model: str):
     import ray
     from ray import serve
 
-    from rlreward.deployment import build_app
+    from rlreward.serving.app import build_app
 
     with socket.socket() as s:  # a free port: 8000 may be taken by a server you run yourself
         s.bind(("127.0.0.1", 0))

@@ -56,9 +56,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..rewards import RewardComposition, accuracy_reward
-from ..schema import ErrorCode, ScoreResult
-from . import ClientHolder, ClientSpec, as_list, failed_all, score_async, score_sync, wire_image
+from rlreward.adapters._common import (
+    ClientHolder,
+    ClientSpec,
+    as_list,
+    failed_all,
+    score_async,
+    score_sync,
+    wire_image,
+)
+from rlreward.rewards import RewardComposition, accuracy_reward
+from rlreward.schema import ErrorCode, ScoreResult
 
 __all__ = [
     "OpenRLHFOptions",

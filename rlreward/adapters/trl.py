@@ -34,9 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ..rewards import RewardComposition, accuracy_reward, format_reward
-from ..schema import ScoreResult
-from . import (
+from rlreward.adapters._common import (
     ClientFactory,
     ClientHolder,
     ClientSpec,
@@ -46,6 +44,8 @@ from . import (
     score_sync,
     wire_image,
 )
+from rlreward.rewards import RewardComposition, accuracy_reward, format_reward
+from rlreward.schema import ScoreResult
 
 __all__ = [
     "AsyncRewardModelReward",

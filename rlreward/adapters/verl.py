@@ -62,9 +62,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..rewards import RewardComposition, RewardParts
-from ..schema import ErrorCode, ScoreResult
-from . import ClientHolder, ClientSpec, as_list, failed_all, score_async, wire_image
+from rlreward.adapters._common import ClientHolder, ClientSpec, as_list, failed_all, score_async, wire_image
+from rlreward.rewards import RewardComposition, RewardParts
+from rlreward.schema import ErrorCode, ScoreResult
 
 __all__ = ["VerlRewardOptions", "compute_score", "sample_from_extra_info", "RLRewardManager"]  # noqa: F822
 

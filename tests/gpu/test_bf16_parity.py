@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def bf16_scorer(tiny_model_dir):
-    from rlreward.scorer import Scorer
+    from rlreward.engine.scorer import Scorer
 
     return Scorer.from_pretrained(tiny_model_dir, dtype="bfloat16", device="cuda", attn_implementation="sdpa")
 
@@ -33,8 +33,8 @@ def test_bf16_matches_card_recipe(tiny_model_dir, bf16_scorer):
     from safetensors.torch import load_file
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from rlreward.media import load_image
-    from rlreward.preprocess import normalize_messages
+    from rlreward.engine.media import load_image
+    from rlreward.engine.preprocess import normalize_messages
 
     model = (
         Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).cuda().eval()

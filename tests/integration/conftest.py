@@ -93,7 +93,7 @@ class ServedApp:
     def replica(self) -> Any:
         from ray import serve
 
-        from rlreward.deployment import REPLICA_DEPLOYMENT
+        from rlreward.serving.config import REPLICA_DEPLOYMENT
 
         return serve.get_deployment_handle(REPLICA_DEPLOYMENT, app_name=self.name)
 
@@ -104,7 +104,7 @@ class ServedApp:
     def running_replicas(self) -> int:
         from ray import serve
 
-        from rlreward.deployment import REPLICA_DEPLOYMENT
+        from rlreward.serving.config import REPLICA_DEPLOYMENT
 
         dep = serve.status().applications[self.name].deployments[REPLICA_DEPLOYMENT]
         return dep.replica_states.get("RUNNING", 0)
@@ -156,7 +156,8 @@ def ray_cluster() -> Iterator[RayCluster]:
 def _deploy(ray_cluster: RayCluster, name: str, route_prefix: str, args: dict[str, Any]) -> ServedApp:
     from ray import serve
 
-    from rlreward.deployment import build_app, load_app_config
+    from rlreward.serving.app import build_app
+    from rlreward.serving.config import load_app_config
 
     # Small CPU shares: many apps (and other suites' replicas) share the 2 CPUs of the cluster.
     cfg = load_app_config({"replica.ray_actor_options.num_cpus": 0.1, **args})

@@ -145,7 +145,7 @@ def test_rlreward_serve_joins_the_cluster_serves_and_stops_on_sigint(ray_cluster
     cmd = [
         sys.executable,
         "-m",
-        "rlreward.cli",
+        "rlreward",
         "serve",
         "--model",
         tiny_model_dir,

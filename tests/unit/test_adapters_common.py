@@ -1,7 +1,7 @@
 """Shared adapter machinery: client recipes, per-loop clients, wire encoding of images.
 
 Also home of :class:`LocalScorerClient`, the in-process transport the adapter unit tests use: the
-real :class:`rlreward.scorer.Scorer` on the tiny checkpoint behind the client's ``score`` method,
+real :class:`rlreward.engine.scorer.Scorer` on the tiny checkpoint behind the client's ``score`` method,
 with a JSON round trip of the samples so that anything an HTTP client could not send fails here too.
 """
 
@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from rlreward.adapters import ClientHolder, ClientSpec, as_list, score_async, score_sync, wire_image
+from rlreward.adapters._common import ClientHolder, ClientSpec, as_list, score_async, score_sync, wire_image
 from rlreward.schema import ScoreResult
 from tests.conftest import noise_png
 
@@ -27,7 +27,7 @@ _SCORERS_LOCK = threading.Lock()
 def _scorer_for(model_dir: str):
     with _SCORERS_LOCK:
         if model_dir not in _SCORERS:
-            from rlreward.scorer import Scorer
+            from rlreward.engine.scorer import Scorer
 
             _SCORERS[model_dir] = Scorer.from_pretrained(model_dir, dtype="float32", device="cpu")
         return _SCORERS[model_dir]

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from rlreward.adapters import ClientHolder
 from rlreward.adapters import openrlhf as orl
+from rlreward.adapters._common import ClientHolder
 from rlreward.adapters.openrlhf import OpenRLHFOptions, get_reward_endpoint, parse_label, parse_query
 from rlreward.rewards import RewardComposition
 from tests.conftest import data_uri

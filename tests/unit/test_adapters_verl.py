@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from rlreward.adapters import ClientHolder
 from rlreward.adapters import verl as vadapter
+from rlreward.adapters._common import ClientHolder
 from rlreward.adapters.verl import VerlRewardOptions, compute_score
 from tests.conftest import noise_png
 from tests.unit.test_adapters_common import LocalFactory, dead_factory, pil_noise

@@ -8,9 +8,9 @@ import io
 import pytest
 from PIL import Image
 
-from rlreward.config import ScorerConfig
+from rlreward.engine.config import ScorerConfig
+from rlreward.engine.scorer import Scorer
 from rlreward.schema import ErrorCode
-from rlreward.scorer import Scorer
 from tests.conftest import noise_png, png_bytes
 
 
@@ -209,7 +209,7 @@ def test_non_rgb_images_convert_like_the_reference_recipe(strict_scorer, mode):
     if mode in ("P", "LA"):
         img.info["transparency"] = 0
     ours = strict_scorer.preprocessor
-    from rlreward.media import load_image
+    from rlreward.engine.media import load_image
 
     loaded = load_image(img, ours.config.media, ours.config.limits).image
     expected = fetch_image(

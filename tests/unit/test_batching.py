@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rlreward.batching import padding_efficiency, plan_batches
+from rlreward.engine.batching import padding_efficiency, plan_batches
 
 
 @pytest.mark.parametrize("seed", range(20))

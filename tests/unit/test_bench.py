@@ -11,8 +11,9 @@ import json
 import pytest
 import torch
 
-from rlreward import bench
-from rlreward.cli import main
+from rlreward.commands.main import main
+from rlreward.offline.bench import models
+from rlreward.offline.bench.workloads import make_workload
 
 
 def _bench(tmp_path, model: str, *extra: str) -> dict:
@@ -87,7 +88,7 @@ def test_workload_lengths_are_exact_and_groups_share_prompt_and_image(tiny_model
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    w = bench.make_workload(
+    w = make_workload(
         "grpo", tok, prompts=2, group=4, image_tokens=30, completion_tokens=17, prompt_tokens=11, samples=None
     )
     assert w.groups == [[0, 1, 2, 3], [4, 5, 6, 7]]
@@ -109,16 +110,16 @@ def test_flop_count_matches_the_models_own_weights():
     """The linear part of the FLOP formulas is 2 x the matmul weights each token / patch meets."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from rlreward.tiny import build_tokenizer
+    from rlreward.offline.tiny import build_tokenizer
 
-    config = bench.qwen25_vl_config(build_tokenizer(), bench.BENCH_SMALL_TEXT, bench.BENCH_SMALL_VISION)
+    config = models.qwen25_vl_config(build_tokenizer(), models.BENCH_SMALL_TEXT, models.BENCH_SMALL_VISION)
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config)
     text = _matmul_params(model.model.language_model.layers, ("proj",))
     s = 10
     attention = 2 * 7 * 7 * 64 * s * (s + 1)  # layers x 2 x dq x S(S+1)
-    assert bench.text_flops(config.text_config, s) == 2 * s * text + attention
-    assert bench.text_flops(config.text_config, s, lm_head=True) - bench.text_flops(
+    assert models.text_flops(config.text_config, s) == 2 * s * text + attention
+    assert models.text_flops(config.text_config, s, lm_head=True) - models.text_flops(
         config.text_config, s
     ) == (2 * s * model.lm_head.weight.numel())
     vis = model.model.visual
@@ -126,7 +127,7 @@ def test_flop_count_matches_the_models_own_weights():
     linear = 2 * patches * (_matmul_params(vis.blocks, ("qkv", "proj")) + vis.patch_embed.proj.weight.numel())
     linear += 2 * (patches // 4) * _matmul_params(vis.merger, ("mlp",))
     attention = 4 * 160 * 8 * patches**2
-    assert bench.vision_flops(config.vision_config, [(1, 4, 4)]) == pytest.approx(
+    assert models.vision_flops(config.vision_config, [(1, 4, 4)]) == pytest.approx(
         linear + attention, rel=1e-12
     )
 
@@ -134,16 +135,16 @@ def test_flop_count_matches_the_models_own_weights():
 def test_bench_small_keeps_the_7b_proportions():
     """lm_head's share of the text FLOPs is the 7B's; vision vs text per visual token is within the
     13% the docstring states (the merger and patch embedding do not shrink with depth)."""
-    from rlreward.tiny import build_tokenizer
+    from rlreward.offline.tiny import build_tokenizer
 
     tok = build_tokenizer()
-    big = bench.qwen25_vl_config(tok, bench.QWEN25_VL_7B_TEXT, bench.QWEN25_VL_7B_VISION)
-    small = bench.qwen25_vl_config(tok, bench.BENCH_SMALL_TEXT, bench.BENCH_SMALL_VISION)
+    big = models.qwen25_vl_config(tok, models.QWEN25_VL_7B_TEXT, models.QWEN25_VL_7B_VISION)
+    small = models.qwen25_vl_config(tok, models.BENCH_SMALL_TEXT, models.BENCH_SMALL_VISION)
 
     def shares(cfg):
-        per_token = bench.text_flops(cfg.text_config, 1)  # matmuls (attention over 1 key is negligible)
-        lm_head = bench.text_flops(cfg.text_config, 1, lm_head=True) - per_token
-        visual = bench.vision_flops(cfg.vision_config, [(1, 2, 2)])  # one visual token = 4 patches
+        per_token = models.text_flops(cfg.text_config, 1)  # matmuls (attention over 1 key is negligible)
+        lm_head = models.text_flops(cfg.text_config, 1, lm_head=True) - per_token
+        visual = models.vision_flops(cfg.vision_config, [(1, 2, 2)])  # one visual token = 4 patches
         return lm_head / per_token, visual / per_token
 
     (lm_small, vis_small), (lm_big, vis_big) = shares(small), shares(big)
@@ -153,7 +154,7 @@ def test_bench_small_keeps_the_7b_proportions():
 
 
 def test_7b_shape_has_the_reference_parameter_count():
-    model = bench.build_random_model("7b-shape", torch.device("meta"), torch.bfloat16)
-    assert model.num_parameters == bench.QWEN25_VL_7B_PARAMS == 8_292_166_656
+    model = models.build_random_model("7b-shape", torch.device("meta"), torch.bfloat16)
+    assert model.num_parameters == models.QWEN25_VL_7B_PARAMS == 8_292_166_656
     assert model.model.config.text_config.hidden_size == 3584
     model.workdir.cleanup()

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from rlreward.cli import main
+from rlreward.commands.main import main
 from tests.conftest import noise_png
 
 
@@ -39,7 +39,7 @@ def test_score_file_keeps_order_and_reports_per_line_errors(tiny_model_dir, scor
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rlreward.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "rlreward", *args], capture_output=True, text=True, timeout=300
     )
 
 
@@ -58,7 +58,7 @@ def test_missing_model_fails_with_a_message(tmp_path):
 
 
 def test_make_tiny_is_deterministic(tmp_path):
-    from rlreward.tiny import make_tiny
+    from rlreward.offline.tiny import make_tiny
 
     a = make_tiny(tmp_path / "a", seed=3)
     b = make_tiny(tmp_path / "b", seed=3)

@@ -12,14 +12,13 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rlreward.deployment import (
+from rlreward.commands.serve import add_arguments, config_from_args
+from rlreward.serving.app import build_app
+from rlreward.serving.config import (
     INGRESS_DEPLOYMENT,
     REPLICA_DEPLOYMENT,
     AppConfig,
     AutoscalingOptions,
-    add_arguments,
-    build_app,
-    config_from_args,
     load_app_config,
     resolve_api_key,
 )
@@ -71,7 +70,7 @@ def test_gpu_config_uses_one_gpu_per_replica_and_autoscales():
     assert opts["ray_actor_options"]["num_gpus"] == 1
     auto = opts["autoscaling_config"]
     assert auto["min_replicas"] < auto["max_replicas"]
-    assert auto["policy"]["policy_function"] == "rlreward.replica:SampleBacklogPolicy"
+    assert auto["policy"]["policy_function"] == "rlreward.serving.autoscaling:SampleBacklogPolicy"
     assert cfg.replica.max_ongoing_requests >= (
         cfg.batching.max_batch_size or cfg.scorer.batching.max_batch_size
     )
@@ -123,7 +122,7 @@ def test_serve_calls_build_app_with_its_args_and_gets_both_deployments(tiny_mode
 
 
 def test_api_key_from_env_var(monkeypatch):
-    from rlreward.deployment import HttpOptions
+    from rlreward.serving.config import HttpOptions
 
     monkeypatch.setenv("MY_RM_TOKEN", "from-env")
     assert resolve_api_key(HttpOptions(api_key_env="MY_RM_TOKEN")) == "from-env"
@@ -165,7 +164,7 @@ def test_rlreward_serve_arguments_override_the_config(tiny_model_dir, monkeypatc
 def test_autoscaling_options_are_what_serve_accepts():
     from ray.serve.config import AutoscalingConfig
 
-    from rlreward.replica import SampleBacklogPolicy
+    from rlreward.serving.autoscaling import SampleBacklogPolicy
 
     opts = AutoscalingOptions(min_replicas=1, max_replicas=4, target_backlog_samples=32).to_serve()
     serve_cfg = AutoscalingConfig(**opts)
@@ -203,7 +202,7 @@ def _ctx(backlogs: dict[str, float], queued: float = 0, running: int | None = No
 
 
 def test_sample_backlog_policy_scales_on_samples_not_requests():
-    from rlreward.replica import SampleBacklogPolicy
+    from rlreward.serving.autoscaling import SampleBacklogPolicy
 
     policy = SampleBacklogPolicy(target_backlog_samples=64)
     # Two requests of 200 samples each: 400 samples -> 7 replicas (the request count would say 1).
@@ -220,7 +219,7 @@ class _P:
 
 
 def test_batch_cost_is_padded_tokens_with_a_sample_cap_and_lets_a_long_sample_run_alone():
-    from rlreward.replica import _Slot, batch_cost
+    from rlreward.serving.replica import _Slot, batch_cost
 
     def slots(*lengths, budget=1000, cap=3):
         return [_Slot(_P(n), 0, budget, cap) for n in lengths]

@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from rlreward.config import ScorerConfig
+from rlreward.engine.config import ScorerConfig
 
 
 @pytest.fixture(scope="module")
 def replica(tiny_model_dir):
-    from rlreward.replica import RewardReplica
+    from rlreward.serving.replica import RewardReplica
 
-    cls = RewardReplica.func_or_class  # the plain class under the Serve deployment
+    cls = RewardReplica  # a plain class; build_app wraps it in serve.deployment
     return cls(
         ScorerConfig(model=tiny_model_dir, dtype="float32", device="cpu").model_dump(), stuck_forward_s=60
     )

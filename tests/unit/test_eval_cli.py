@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rlreward.cli import main
-from rlreward.evaluation import EvalError, EvalReport, RemoteBackend, load_pairs, score_pairs
+from rlreward.commands.main import main
+from rlreward.offline.evaluation import EvalError, EvalReport, RemoteBackend, load_pairs, score_pairs
 from rlreward.schema import ScoreResult
 from tests.conftest import noise_png
 from tests.unit.test_eval_metrics import _vl_fixture, rooted
@@ -138,7 +138,7 @@ def test_eval_cli_stops_with_a_clear_message_when_the_server_refuses(tmp_path, s
 
 
 def test_unreachable_server_at_the_start_is_an_error_not_a_zero_score():
-    from rlreward.config import MediaPolicy
+    from rlreward.engine.config import MediaPolicy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

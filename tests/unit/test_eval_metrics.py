@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from rlreward.evaluation import (
+from rlreward.offline.evaluation import (
     EvalError,
     build_report,
     load_pairs,
@@ -28,8 +28,8 @@ from tests.conftest import noise_png, png_bytes
 
 def rooted(scorer, *roots):
     """The session scorer's model with local image paths allowed under ``roots``."""
-    from rlreward.config import MediaPolicy
-    from rlreward.scorer import Scorer
+    from rlreward.engine.config import MediaPolicy
+    from rlreward.engine.scorer import Scorer
 
     cfg = scorer.config.model_copy(update={"media": MediaPolicy(image_roots=[str(r) for r in roots])})
     return Scorer(cfg, scorer.backbone, scorer.processor, scorer.head)
@@ -335,7 +335,7 @@ def test_parquet_with_hf_style_image_dicts_scores_like_the_jsonl_with_paths(tmp_
 
 
 def test_differences_within_the_tie_tolerance_are_ties():
-    from rlreward.evaluation import PairOutcome
+    from rlreward.offline.evaluation import PairOutcome
 
     near = PairOutcome("a", "c", -1.4716665, -1.4716667)  # the same answer, two rows of a batch
     assert near.tie and not near.correct
@@ -346,7 +346,7 @@ def test_differences_within_the_tie_tolerance_are_ties():
 
 
 def test_bootstrap_intervals_bracket_the_estimate_and_are_seeded(tmp_path):
-    from rlreward.evaluation import PairOutcome
+    from rlreward.offline.evaluation import PairOutcome
 
     outcomes = [PairOutcome(f"{i}", "a" if i % 3 else "b", float(i % 4 != 0), 0.5) for i in range(60)]
     r1 = build_report(outcomes, dataset="d", fmt="pairs", model="m", bootstrap=500, seed=1)

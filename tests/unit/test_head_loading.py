@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rlreward.head import HeadLoadError, load_value_head
-from rlreward.scorer import Scorer
+from rlreward.engine.head import HeadLoadError, load_value_head
+from rlreward.engine.scorer import Scorer
 
 H = 64
 

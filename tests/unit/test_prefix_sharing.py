@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlreward.config import ScorerConfig
-from rlreward.scorer import Scorer
+from rlreward.engine.config import ScorerConfig
+from rlreward.engine.scorer import Scorer
 from tests.conftest import noise_png
 
 ANSWERS = [

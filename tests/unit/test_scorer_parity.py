@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rlreward.config import ScorerConfig
-from rlreward.scorer import Scorer
+from rlreward.engine.config import ScorerConfig
+from rlreward.engine.scorer import Scorer
 from tests.conftest import noise_png
 
 

@@ -10,8 +10,8 @@ import shutil
 import pytest
 import torch
 
-from rlreward.evaluation import score_pairs
-from rlreward.train import (
+from rlreward.offline.evaluation import score_pairs
+from rlreward.offline.train import (
     COLOURS,
     HELDOUT_SEED_OFFSET,
     QUESTIONS,
@@ -42,7 +42,7 @@ def test_trained_tiny_model_beats_the_untrained_one_on_heldout_pairs(trained):
 
 
 def test_the_normal_loader_reproduces_the_trained_accuracy(trained, scorer):
-    from rlreward.scorer import Scorer
+    from rlreward.engine.scorer import Scorer
 
     out, result = trained
     heldout = shapes_pairs(QUICK["heldout_pairs"], HELDOUT_SEED_OFFSET)
@@ -64,7 +64,7 @@ def test_the_normal_loader_reproduces_the_trained_accuracy(trained, scorer):
 
 
 def test_training_forward_is_the_scoring_forward(scorer):
-    from rlreward.batching import collate
+    from rlreward.engine.batching import collate
 
     pairs = shapes_pairs(3, seed=7)
     samples = [s for p in pairs for s in p.samples()] + [{"prompt": "text only?", "response": "yes"}]
@@ -119,16 +119,16 @@ def test_generated_pairs_need_the_picture_and_are_seeded():
 
 
 def test_make_tiny_train_flag_trains_what_it_wrote(tmp_path, monkeypatch, capsys):
-    import rlreward.train
-    from rlreward.cli import main
+    import rlreward.offline.train
+    from rlreward.commands.main import main
 
     calls = []
 
     def fake_train(model_dir, *, seed, progress):
         calls.append((str(model_dir), seed))
-        return rlreward.train.TrainResult(str(model_dir), seed, 1, 1, 1, 0.1, 0.7, 0.6, 0.5, 0.9, 0.9)
+        return rlreward.offline.train.TrainResult(str(model_dir), seed, 1, 1, 1, 0.1, 0.7, 0.6, 0.5, 0.9, 0.9)
 
-    monkeypatch.setattr(rlreward.train, "train_tiny", fake_train)
+    monkeypatch.setattr(rlreward.offline.train, "train_tiny", fake_train)
     assert main(["make-tiny", str(tmp_path / "m"), "--seed", "2", "--train"]) == 0
     assert calls == [(str(tmp_path / "m"), 2)]
     assert "50.0% -> 90.0%" in capsys.readouterr().out

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rlreward.config import ScorerConfig
-from rlreward.media import load_video_frames
-from rlreward.scorer import Scorer
+from rlreward.engine.config import ScorerConfig
+from rlreward.engine.media import load_video_frames
+from rlreward.engine.scorer import Scorer
 
 av = pytest.importorskip("av")
 

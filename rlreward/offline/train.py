@@ -9,7 +9,7 @@ answers (a demo, a GRPO group), draw pictures with :func:`draw_shape` and ask :d
 that is what it learned, and all it learned.
 
 Training goes through the real scoring path: samples are prepared by :meth:`Scorer.prepare`, padded by
-:func:`rlreward.batching.collate`, and :func:`reward_forward` is :meth:`Scorer.forward` with
+:func:`rlreward.engine.batching.collate`, and :func:`reward_forward` is :meth:`Scorer.forward` with
 gradients (token embeddings with the image features scattered in, ``backbone.language_model``,
 the post-norm hidden state at the last real token, the fp32 value head). The loss is the
 Bradley-Terry one the Skywork-VL-Reward report uses, ``-log sigmoid(r_chosen - r_rejected)``. As in
@@ -21,7 +21,7 @@ checkpoint (``model.safetensors``; ``lm_head`` kept as it was) and ``value_head.
 normal loader (:meth:`Scorer.from_pretrained`) reads it and reproduces the held-out accuracy.
 Deterministic for a given ``seed`` on a given machine (same thread count).
 
->>> from rlreward.tiny import make_tiny                                     # doctest: +SKIP
+>>> from rlreward.offline.tiny import make_tiny                                     # doctest: +SKIP
 >>> result = train_tiny(make_tiny("/tmp/tiny-trained"))                      # doctest: +SKIP
 >>> result.heldout_accuracy_before, result.heldout_accuracy_after            # doctest: +SKIP
 (0.49, 0.98)
@@ -39,13 +39,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .evaluation import Pair, outcome_of
+from rlreward.offline.evaluation import Pair, outcome_of
 
 if TYPE_CHECKING:  # torch stays out of module import
     import torch
 
-    from .batching import Batch
-    from .head import ValueHead
+    from rlreward.engine.batching import Batch
+    from rlreward.engine.head import ValueHead
 
 log = logging.getLogger("rlreward")
 
@@ -150,7 +150,7 @@ def shapes_pairs(n: int, seed: int, *, image_size: int = 56, as_png: bool = Fals
 
 # -- the forward pass, with gradients -----------------------------------------------------------------
 def reward_forward(backbone: Any, head: ValueHead, batch: Batch) -> torch.Tensor:
-    """Scores [B] (fp32) of one collated batch: :meth:`rlreward.scorer.Scorer.forward`, with autograd.
+    """Scores [B] (fp32) of one collated batch: :meth:`rlreward.engine.scorer.Scorer.forward`, with autograd.
 
     Same steps in the same order: token embeddings, image (and video) features scattered into the
     placeholder tokens, ``backbone.language_model`` on the merged embeddings with the batch's M-RoPE
@@ -216,7 +216,7 @@ class TrainResult:
 def pairwise_accuracy(scorer: Any, pairs: Sequence[Pair]) -> float:
     """Fraction of ``pairs`` whose chosen answer ``scorer`` ranks above the rejected one, by the rules
     of ``rlreward eval`` (ties and errors are wrong)."""
-    from .evaluation import score_pairs
+    from rlreward.offline.evaluation import score_pairs
 
     outcomes = score_pairs(pairs, scorer)
     return sum(o.correct for o in outcomes) / max(1, len(outcomes))
@@ -224,7 +224,7 @@ def pairwise_accuracy(scorer: Any, pairs: Sequence[Pair]) -> float:
 
 def _prepare_pairs(scorer: Any, pairs: Sequence[Pair]) -> list[Any]:
     """[chosen_0, rejected_0, chosen_1, ...] as PreparedSample, through the scorer's own prepare()."""
-    from .preprocess import PreparedSample
+    from rlreward.engine.preprocess import PreparedSample
 
     out = []
     for pair in pairs:
@@ -294,10 +294,10 @@ def _train(
     from safetensors.torch import save_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .batching import collate
-    from .config import ScorerConfig
-    from .head import load_value_head
-    from .scorer import Scorer
+    from rlreward.engine.batching import collate
+    from rlreward.engine.config import ScorerConfig
+    from rlreward.engine.head import load_value_head
+    from rlreward.engine.scorer import Scorer
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)

@@ -2,7 +2,7 @@
 
 :func:`normalize_messages` turns either sample form into one conversation (model-card format) and
 checks its structure. :class:`Preprocessor` then decodes and checks every image
-(:mod:`rlreward.media`), resizes exactly as the reference recipe does
+(:mod:`rlreward.engine.media`), resizes exactly as the reference recipe does
 (``qwen_vl_utils.process_vision_info``: ``smart_resize`` to multiples of 28 within min/max pixels),
 renders with the model's chat template (``add_generation_prompt=False``, so the text ends
 ``<|im_end|>\\n``), runs the model's processor, and computes the sample's 3D (M-RoPE) position ids.
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from .config import ScorerConfig
-from .media import check_path, load_image, load_video_frames
-from .schema import ErrorCode, SampleError
+from rlreward.engine.config import ScorerConfig
+from rlreward.engine.media import check_path, load_image, load_video_frames
+from rlreward.schema import ErrorCode, SampleError
 
 _ROLES = {"system", "user", "assistant"}
 

@@ -26,11 +26,18 @@ from typing import Any
 
 import torch
 
-from .batching import Batch, ForwardPass, collate, find_prefix_groups, pack_shared, plan_batches
-from .config import CPU_MAX_BATCH_TOKENS, ScorerConfig
-from .head import ValueHead, load_value_head, resolve_head_file
-from .preprocess import PreparedSample, Preprocessor
-from .schema import ErrorCode, SampleError, ScoreResult
+from rlreward.engine.batching import (
+    Batch,
+    ForwardPass,
+    collate,
+    find_prefix_groups,
+    pack_shared,
+    plan_batches,
+)
+from rlreward.engine.config import CPU_MAX_BATCH_TOKENS, ScorerConfig
+from rlreward.engine.head import ValueHead, load_value_head, resolve_head_file
+from rlreward.engine.preprocess import PreparedSample, Preprocessor
+from rlreward.schema import ErrorCode, SampleError, ScoreResult
 
 log = logging.getLogger("rlreward")
 

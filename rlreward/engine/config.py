@@ -2,7 +2,7 @@
 
 ``ScorerConfig`` is everything one replica (or one ``rlreward score`` process) needs: which model,
 how to load it, which inputs are allowed, and how batches are planned. Serving options (replicas,
-autoscaling, HTTP) live in :mod:`rlreward.deployment` and embed a ``ScorerConfig``.
+autoscaling, HTTP) live in :mod:`rlreward.serving` and embed a ``ScorerConfig``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .preprocess import PreparedSample
+from rlreward.engine.preprocess import PreparedSample
 
 
 def plan_batches(

@@ -47,15 +47,11 @@ a PNG bar chart (``.png``), both next to the paper's numbers where the paper has
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
 import logging
 import math
-import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +59,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from .schema import ErrorCode, ScoreResult
+from rlreward.schema import ErrorCode, ScoreResult
 
 log = logging.getLogger("rlreward")
 
@@ -164,7 +160,7 @@ def outcome_of(
 
 
 class ScoringBackend(Protocol):
-    """Anything that scores samples: :class:`rlreward.scorer.Scorer`, :class:`RemoteBackend`."""
+    """Anything that scores samples: :class:`rlreward.engine.scorer.Scorer`, :class:`RemoteBackend`."""
 
     def score(self, samples: Sequence[Any]) -> list[ScoreResult]: ...
 
@@ -465,10 +461,10 @@ class RemoteBackend:
         self, url: str, api_key: str | None, policy: Any, limits: Any = None, **client_options: Any
     ) -> None:
         try:
-            from .client import RewardClient
+            from rlreward.client import RewardClient
         except ImportError as exc:
             raise EvalError(f"--url needs rlreward.client, which cannot be imported here: {exc}") from exc
-        from .config import Limits
+        from rlreward.engine.config import Limits
 
         try:
             self.client = RewardClient(url=url, api_key=api_key, **client_options)
@@ -482,7 +478,7 @@ class RemoteBackend:
     def _inline(self, ref: Any) -> str:
         from PIL import Image
 
-        from .media import read_bytes
+        from rlreward.engine.media import read_bytes
 
         if isinstance(ref, str) and ref.startswith(("data:", "http://", "https://")):
             return ref  # the server applies its own URL policy
@@ -494,8 +490,8 @@ class RemoteBackend:
         return base64.b64encode(data).decode("ascii")
 
     def score(self, samples: Sequence[Any]) -> list[ScoreResult]:
-        from .client import RewardRequestError
-        from .schema import SampleError
+        from rlreward.client import RewardRequestError
+        from rlreward.schema import SampleError
 
         results: list[ScoreResult | None] = [None] * len(samples)
         wire: list[tuple[int, dict]] = []
@@ -811,103 +807,3 @@ def write_reports(report: EvalReport, json_path: str | Path) -> tuple[Path, Path
     md.write_text(markdown_table(report), encoding="utf-8")
     png = plot_report(report, json_path.with_suffix(".png"))
     return json_path, md, png
-
-
-# -- CLI ---------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments
-
-    p.add_argument(
-        "--dataset",
-        required=True,
-        help="local .json/.jsonl/.parquet file or folder, or a Hugging Face dataset id",
-    )
-    p.add_argument(
-        "--format",
-        default="auto",
-        choices=("auto", *FORMATS),
-        help="dataset schema (default: guessed from the first record)",
-    )
-    p.add_argument("--split", default="test", help="split of a hub dataset / file-name filter in a folder")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="score in-process with this model directory (or HF id)")
-    src.add_argument("--url", help="score through a running rlreward server, e.g. http://host:8000")
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("RLREWARD_API_KEY"),
-        help="bearer token for --url (default: $RLREWARD_API_KEY)",
-    )
-    p.add_argument(
-        "-o",
-        "--output",
-        default="eval-report.json",
-        help="JSON report path; the .md table and .png chart go beside it",
-    )
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
-    p.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: off)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--chunk-pairs", type=int, default=32, help="pairs per scoring call / request")
-    p.add_argument(
-        "--tie-tolerance",
-        type=float,
-        default=1e-5,
-        help="score differences up to this are ties, counted wrong (default 1e-5; 0: exact)",
-    )
-    add_model_arguments(p)
-
-
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .cli import CliError, scorer_config_from_args
-
-    try:
-        pairs, fmt, base = load_pairs(args.dataset, args.format, split=args.split, limit=args.limit)
-    except EvalError as exc:
-        raise CliError(str(exc)) from exc
-    default_roots = [str(base)] if base is not None else []
-    if args.model:
-        from .scorer import Scorer
-
-        backend: Any = Scorer.from_config(scorer_config_from_args(args, default_roots))
-        model = args.model
-    else:
-        from .config import MediaPolicy
-
-        roots = list(args.image_root) or default_roots
-        try:
-            backend = RemoteBackend(args.url, args.api_key, MediaPolicy(image_roots=roots))
-        except EvalError as exc:
-            raise CliError(str(exc)) from exc
-        model = args.url
-    t0 = time.perf_counter()
-    try:
-        with tqdm(total=len(pairs), desc=f"eval {fmt}", unit="pair", file=sys.stderr, disable=None) as bar:
-            outcomes = score_pairs(
-                pairs,
-                backend,
-                chunk_pairs=args.chunk_pairs,
-                tie_tolerance=args.tie_tolerance,
-                progress=bar.update,
-            )
-    except EvalError as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        if isinstance(backend, RemoteBackend):
-            backend.close()
-    seconds = time.perf_counter() - t0
-    report = build_report(
-        outcomes,
-        dataset=args.dataset,
-        fmt=fmt,
-        model=model,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        seconds=seconds,
-    )
-    json_path, md, png = write_reports(report, args.output)
-    print(markdown_table(report))
-    print(f"wrote {json_path}, {md}, {png}", file=sys.stderr)
-    return 0

@@ -2,7 +2,7 @@
 
 Contract (what callers and Serve see):
 
-* ``__init__`` loads the :class:`~rlreward.scorer.Scorer` and runs a warm-up forward pass (text and
+* ``__init__`` loads the :class:`~rlreward.engine.scorer.Scorer` and runs a warm-up forward pass (text and
   an image) before the replica takes traffic; a model that cannot score fails the deployment.
 * ``await score(samples) -> list[ScoreResult]``: ``results[i]`` belongs to ``samples[i]``; it never
   raises for bad samples (they get their error result). The unit of batching is one **sample**:
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import os
 import threading
 import time
@@ -41,7 +40,7 @@ from typing import Any
 
 from ray import serve
 
-from .schema import ErrorCode, ScoreResult
+from rlreward.schema import ErrorCode, ScoreResult
 
 log = logging.getLogger("rlreward")
 
@@ -52,7 +51,7 @@ _RECENT_BATCHES = 256
 class _Slot:
     """One prepared sample waiting for a forward pass, tagged with its request."""
 
-    prepared: Any  # rlreward.preprocess.PreparedSample
+    prepared: Any  # rlreward.engine.preprocess.PreparedSample
     request: int
     budget_tokens: int
     max_samples: int
@@ -90,9 +89,9 @@ class RewardReplica:
     def __init__(
         self, scorer_config: dict[str, Any], preprocess_threads: int = 4, stuck_forward_s: float = 600.0
     ):
-        from .config import ScorerConfig
-        from .preprocess import PreparedSample
-        from .scorer import Scorer
+        from rlreward.engine.config import ScorerConfig
+        from rlreward.engine.preprocess import PreparedSample
+        from rlreward.engine.scorer import Scorer
 
         logging.getLogger("ray.serve").addFilter(_DropBatchSizeWarning())
         self._prepared_type = PreparedSample
@@ -126,7 +125,7 @@ class RewardReplica:
 
     # -- configuration (Serve user_config) ----------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply :class:`rlreward.deployment.ReplicaBatching` (``None`` fields = the scorer's)."""
+        """Apply :class:`rlreward.serving.config.ReplicaBatching` (``None`` fields = the scorer's)."""
         batching = self.scorer.config.batching
         self._max_samples = int(user_config.get("max_batch_size") or batching.max_batch_size)
         self._budget_tokens = int(user_config.get("max_batch_tokens") or batching.max_batch_tokens)
@@ -332,29 +331,3 @@ def _replica_context() -> dict[str, Any]:
     except Exception:  # outside a replica (tests calling the class directly)
         pass
     return out
-
-
-# The Serve deployment; build_app sets its name and options from AppConfig.
-RewardReplica = serve.deployment(RewardReplica)
-
-
-class SampleBacklogPolicy:
-    """Autoscaling policy on samples, not requests: desired replicas =
-    ceil((backlog samples reported by replicas + requests queued at callers) / target_backlog_samples).
-
-    Use with ``autoscaling.target_backlog_samples`` (``rlreward.deployment.AutoscalingOptions``);
-    Serve still applies min/max, the up/down delays and the scaling factors around it.
-    """
-
-    def __init__(self, target_backlog_samples: int = 64) -> None:
-        if target_backlog_samples <= 0:
-            raise ValueError("target_backlog_samples must be positive")
-        self.target = target_backlog_samples
-
-    def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
-        per_replica = (ctx.aggregated_metrics or {}).get("backlog_samples", {})
-        backlog = sum(per_replica.values()) + (ctx.total_queued_requests or 0)
-        if not per_replica:  # no report yet: fall back to the request count
-            backlog = ctx.total_num_requests
-        desired = math.ceil(backlog / self.target) if backlog > 0 else 0
-        return max(desired, 0), {}

@@ -40,7 +40,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .schema import ScoreResult
+from rlreward.errors import classify_ray_error
+from rlreward.schema import ScoreResult
 
 log = logging.getLogger("rlreward")
 
@@ -82,25 +83,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 def _translate(exc: BaseException, overload_status: int) -> HttpError | None:
     """Ray/Serve failures of a replica call → the HTTP error a client should see (None: a bug)."""
-    from ray.exceptions import RayActorError
-    from ray.serve.exceptions import (
-        BackPressureError,
-        DeploymentUnavailableError,
-        ReplicaUnavailableError,
-        RequestCancelledError,
-    )
-
-    if isinstance(exc, BackPressureError):
-        return HttpError(
-            overload_status, "overloaded", f"reward replicas are overloaded ({exc}); retry later", 1.0
-        )
-    unavailable = (DeploymentUnavailableError, ReplicaUnavailableError, RayActorError, RequestCancelledError)
-    # A replica death may also come wrapped in a RayTaskError whose cause is the actor error.
-    if isinstance(exc, unavailable) or isinstance(getattr(exc, "cause", None), RayActorError):
-        return HttpError(
-            503, "unavailable", f"no reward replica could take the request ({type(exc).__name__}); retry", 1.0
-        )
-    return None
+    failure = classify_ray_error(exc)
+    if failure is None or failure.kind == "bug":
+        return None
+    status = overload_status if failure.kind == "overloaded" else 503
+    return HttpError(status, failure.kind, f"{failure.message}; retry later", failure.retry_after_s or 1.0)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -140,13 +127,15 @@ async def _await(response: Any) -> Any:
 
 
 # Helpers the class uses are defined above it: serve.ingress serialises the class when it decorates it.
-@serve.deployment
-@serve.ingress(api)
 class RewardIngress:
-    """FastAPI ingress; ``replica`` is the ``RewardReplica`` deployment handle."""
+    """FastAPI ingress; ``replica`` is the ``RewardReplica`` deployment handle.
+
+    A plain class (tests may construct it with a fake replica handle); :data:`RewardIngressASGI` is
+    it bound to the FastAPI routes, and :func:`rlreward.serving.app.build_app` makes the deployment.
+    """
 
     def __init__(self, replica: Any, http_options: dict[str, Any], model_name: str) -> None:
-        from .deployment import HttpOptions, resolve_api_key
+        from rlreward.serving.config import HttpOptions, resolve_api_key
 
         self._replica = replica
         self._http = HttpOptions.model_validate(http_options)
@@ -239,7 +228,7 @@ class RewardIngress:
                 f"{self._http.max_samples_per_request} (max_samples_per_request)",
             )
         try:
-            from .adapters.openrlhf import get_reward_endpoint
+            from rlreward.adapters.openrlhf import get_reward_endpoint
         except ImportError as exc:
             raise HttpError(501, "not_implemented", f"the OpenRLHF adapter is not available: {exc}") from exc
         return JSONResponse(await get_reward_endpoint(payload, self.score_samples))
@@ -286,3 +275,10 @@ class RewardIngress:
                 ],
             }
         )
+
+
+# Serve's FastAPI integration rewrites the route methods' signatures (``self`` becomes a dependency)
+# in the process that wraps the class, and replicas unpickle the routes by reference: so the wrap must
+# run wherever this module is imported. ``serve.deployment`` and its options are applied in
+# :func:`rlreward.serving.app.build_app`; ``RewardIngress`` stays a plain class for tests.
+RewardIngressASGI = serve.ingress(api)(RewardIngress)

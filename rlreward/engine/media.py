@@ -25,8 +25,8 @@ from typing import Any
 
 from PIL import Image
 
-from .config import Limits, MediaPolicy
-from .schema import ErrorCode, SampleError
+from rlreward.engine.config import Limits, MediaPolicy
+from rlreward.schema import ErrorCode, SampleError
 
 _B64_RE = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 

@@ -1,0 +1,1 @@
+"""The ``rlreward`` command line: :mod:`rlreward.commands.main` dispatches to one module per command."""

@@ -1,0 +1,84 @@
+"""``rlreward score``: score a JSONL file of samples in-process, one result line per input line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="JSONL file, one sample per line ('-' for stdin)")
+    p.add_argument("--model", required=True, help="model directory (or HF id where a hub is reachable)")
+    p.add_argument("-o", "--output", default="-", help="output JSONL (default: stdout)")
+    add_model_arguments(p)
+
+
+def _read_jsonl(path: str) -> list[Any]:
+    """Lines → parsed objects; a line that is not JSON becomes a marker (scored as invalid)."""
+    try:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    items: list[Any] = []
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                items.append(_BadLine(n, str(exc)))
+    return items
+
+
+class _BadLine:
+    def __init__(self, line: int, why: str) -> None:
+        self.line, self.why = line, why
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from tqdm import tqdm
+
+    from rlreward.engine.config import ScorerConfig  # noqa: F401  (validates early)
+    from rlreward.engine.scorer import Scorer
+    from rlreward.schema import ErrorCode, ScoreResult
+
+    samples = _read_jsonl(args.input)
+    default_root = [os.path.dirname(os.path.abspath(args.input))] if args.input != "-" else []
+    config = scorer_config_from_args(args, default_root)
+    scorer = Scorer.from_config(config)
+    bad = {i: s for i, s in enumerate(samples) if isinstance(s, _BadLine)}
+    good = [s for s in samples if not isinstance(s, _BadLine)]
+    with tqdm(total=len(samples), desc="scoring", unit="sample", file=sys.stderr, disable=None) as bar:
+        bar.update(len(bad))
+        scored = iter(scorer.score(good, progress=bar.update))
+    results = [
+        ScoreResult.failed(ErrorCode.INVALID_SAMPLE, f"line {bad[i].line} is not JSON: {bad[i].why}")
+        if i in bad
+        else next(scored)
+        for i in range(len(samples))
+    ]
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    with out if out is not sys.stdout else _nullcontext(out):
+        for r in results:
+            out.write(r.model_dump_json() + "\n")
+    n_err = sum(r.error is not None for r in results)
+    print(f"scored {len(results) - n_err} of {len(results)} samples ({n_err} errors)", file=sys.stderr)
+    return 0
+
+
+class _nullcontext:
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    def __enter__(self) -> Any:
+        return self.v
+
+    def __exit__(self, *a: Any) -> None:
+        self.v.flush()

@@ -1,0 +1,106 @@
+"""Generated workloads: GRPO groups, PPO mixes, text only. See :mod:`rlreward.offline.bench`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from rlreward.errors import UsageError as CliError
+
+
+# -- workloads ---------------------------------------------------------------------------------------
+@dataclass
+class Workload:
+    """Samples (dicts in the ``{"prompt", "response", "images"}`` form) plus how they were made.
+
+    ``groups`` partitions the sample indices the way a trainer sends them (a GRPO group per
+    request; chunks of ``--group`` otherwise)."""
+
+    name: str
+    samples: list[dict]
+    groups: list[list[int]]
+    params: dict[str, Any]
+
+
+def one_token_words(tokenizer: Any) -> list[str]:
+    """Words that are one token both alone and after a space, so ``k`` of them are ``k`` tokens."""
+    from rlreward.offline.tiny import _WORDS
+
+    def n(s: str) -> int:
+        return len(tokenizer.encode(s, add_special_tokens=False))
+
+    words = sorted({w for w in _WORDS if n(w) == 1 and n(" " + w) == 1})
+    if len(words) < 8:
+        raise CliError("this tokenizer has too few one-token English words to synthesize exact lengths")
+    return words
+
+
+def _text(rng: random.Random, words: list[str], n: int) -> str:
+    return " ".join(rng.choice(words) for _ in range(max(1, n)))
+
+
+def image_data_uri(visual_tokens: int, seed: int) -> str:
+    """A PNG (as a ``data:`` URI) of about ``visual_tokens`` visual tokens: 28 px per token side,
+    so Qwen2.5-VL's resize leaves it as it is. Blocky random colours: content, but small files."""
+    import numpy as np
+    from PIL import Image
+
+    rows = max(1, round(math.sqrt(visual_tokens)))
+    cols = max(1, math.ceil(visual_tokens / rows))
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(rows * 2, cols * 2, 3), dtype=np.uint8)
+    arr = blocks.repeat(14, axis=0).repeat(14, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def make_workload(
+    kind: str,
+    tokenizer: Any,
+    *,
+    prompts: int,
+    group: int,
+    image_tokens: int,
+    completion_tokens: int,
+    prompt_tokens: int,
+    samples: int | None,
+    seed: int = 0,
+) -> Workload:
+    """Build the ``grpo``, ``ppo`` or ``text`` workload (deterministic in ``seed``)."""
+    rng = random.Random(seed)
+    words = one_token_words(tokenizer)
+    c, n_img, pt = completion_tokens, image_tokens, prompt_tokens
+    out: list[dict] = []
+    if kind == "grpo":
+        for p in range(prompts):
+            image, prompt = image_data_uri(n_img, seed * 1000 + p), _text(rng, words, pt)
+            out += [
+                {"prompt": prompt, "response": _text(rng, words, c), "images": [image]} for _ in range(group)
+            ]
+        groups = [list(range(p * group, (p + 1) * group)) for p in range(prompts)]
+        params = dict(prompts=prompts, group=group, image_tokens=n_img, completion_tokens=c, prompt_tokens=pt)
+    elif kind in ("ppo", "text"):
+        n = samples or prompts * group
+        for i in range(n):
+            sample = {
+                "prompt": _text(rng, words, rng.randint(max(1, pt // 2), pt * (2 if kind == "ppo" else 4))),
+                "response": _text(rng, words, rng.randint(max(1, c // 4), 2 * c)),
+            }
+            if kind == "ppo":
+                sample["images"] = [image_data_uri(rng.randint(max(4, n_img // 4), n_img), seed * 1000 + i)]
+            out.append(sample)
+        groups = [list(range(i, min(n, i + group))) for i in range(0, n, group)]
+        params = dict(
+            samples=n,
+            completion_tokens=f"{max(1, c // 4)}..{2 * c}",
+            prompt_tokens=pt,
+            **({"image_tokens": f"{max(4, n_img // 4)}..{n_img}"} if kind == "ppo" else {}),
+        )
+    else:
+        raise CliError(f"unknown workload {kind!r}: use grpo, ppo or text")
+    return Workload(kind, out, groups, params)

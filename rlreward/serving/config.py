@@ -1,0 +1,385 @@
+"""Configuration of a served application: pydantic models that map 1:1 to ``configs/*.yaml``.
+
+An application is two deployments:
+
+* ``RewardReplica`` (:mod:`rlreward.serving.replica`): holds the model; one per GPU; autoscaled.
+  Trainers inside the Ray cluster call it directly through a ``DeploymentHandle``
+  (``RewardClient(app_name=...)``), with no HTTP hop.
+* ``RewardIngress`` (:mod:`rlreward.serving.ingress`): FastAPI on Serve: auth, request limits,
+  JSON errors; forwards to the replicas.
+
+:class:`AppConfig` is the whole configuration, field for field the YAML files in ``configs/``
+(``configs/tiny-cpu.yaml`` is also packaged as the default, ``rlreward/configs/tiny-cpu.yaml``).
+:func:`load_app_config` resolves builder arguments (a YAML path, a dict, dotted keys) to one;
+:mod:`rlreward.serving.app` builds the application from it, :mod:`rlreward.commands.serve` is the
+``rlreward serve`` command.
+
+Paths in the config (the model directory, image roots) are read on the machines that run the
+replicas; relative ones are made absolute where the app is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rlreward.engine.config import ScorerConfig
+
+log = logging.getLogger("rlreward")
+
+#: Deployment names inside an application (the client's handle mode addresses the replica by name).
+REPLICA_DEPLOYMENT = "RewardReplica"
+INGRESS_DEPLOYMENT = "RewardIngress"
+DEFAULT_APP_NAME = "rlreward"
+#: The embedded default configuration (tiny checkpoint, CPU, fractional CPUs).
+DEFAULT_CONFIG = "tiny-cpu.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class AutoscalingOptions(_Model):
+    """Replica autoscaling (Ray Serve ``autoscaling_config``), plus an optional sample-backlog policy."""
+
+    min_replicas: int = Field(
+        default=1, ge=0, description="Fewest replicas; 0 allows scale-to-zero (cold starts)."
+    )
+    max_replicas: int = Field(
+        default=1, ge=1, description="Most replicas (each needs its ray_actor_options)."
+    )
+    initial_replicas: int | None = Field(
+        default=None, ge=0, description="Replicas at deploy; None = min_replicas."
+    )
+    target_ongoing_requests: float = Field(
+        default=2.0,
+        gt=0,
+        description="Default policy set point: requests running or queued per replica. Desired replicas = "
+        "total requests / this.",
+    )
+    target_backlog_samples: int | None = Field(
+        default=None,
+        gt=0,
+        description="If set, scale on samples instead of requests (rlreward.serving.autoscaling.SampleBacklogPolicy): "
+        "desired replicas = samples queued or being scored (reported by each replica) / this. Use it when "
+        "request sizes vary (one sample from OpenRLHF/verl, hundreds from a GRPO batch).",
+    )
+    upscale_delay_s: float = Field(
+        default=30.0, ge=0, description="Load must stay high this long before scaling up."
+    )
+    downscale_delay_s: float = Field(
+        default=600.0, ge=0, description="Load must stay low this long before scaling down."
+    )
+    downscale_to_zero_delay_s: float | None = Field(
+        default=None, ge=0, description="Delay for the last 1 -> 0 step; None = downscale_delay_s."
+    )
+    look_back_period_s: float = Field(default=30.0, gt=0, description="Window over which load is averaged.")
+    upscaling_factor: float | None = Field(
+        default=None, gt=0, description="Gain on upscaling decisions (1.0)."
+    )
+    downscaling_factor: float | None = Field(
+        default=None, gt=0, description="Gain on downscaling decisions (1.0)."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingOptions:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        if (
+            self.initial_replicas is not None
+            and not self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        """The ``autoscaling_config`` dict Ray Serve takes."""
+        out = self.model_dump(exclude_none=True, exclude={"target_backlog_samples"})
+        if self.target_backlog_samples is not None:
+            # The key must be `policy_function` (a `name` key is silently ignored by Ray 2.60).
+            out["policy"] = {
+                "policy_function": "rlreward.serving.autoscaling:SampleBacklogPolicy",
+                "policy_kwargs": {"target_backlog_samples": self.target_backlog_samples},
+            }
+        return out
+
+
+class RayActorOptions(_Model):
+    """Resources of one replica (Ray ``ray_actor_options``)."""
+
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per replica (fractions allowed).")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica: 1 for a 7B model in bf16.")
+    memory: int | None = Field(default=None, gt=0, description="Bytes of memory reserved per replica.")
+    accelerator_type: str | None = Field(default=None, description="Ray accelerator type, e.g. 'H100'.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per replica.")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env of the replica (env_vars, pip, ...)."
+    )
+
+    def to_serve(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v not in (None, {}, [])}
+
+
+class ReplicaOptions(_Model):
+    """How the model replicas are deployed."""
+
+    num_replicas: int = Field(
+        default=1, ge=0, description="Fixed replica count; ignored when autoscaling is set."
+    )
+    autoscaling: AutoscalingOptions | None = Field(
+        default=None, description="Autoscaling; None = fixed count."
+    )
+    ray_actor_options: RayActorOptions = Field(
+        default_factory=RayActorOptions, description="Per-replica resources."
+    )
+    max_ongoing_requests: int = Field(
+        default=32,
+        gt=0,
+        description="Requests a replica works on at once. Batches form across these requests' samples, so "
+        "keep it at least the number of callers that should share a forward pass.",
+    )
+    max_queued_requests: int = Field(
+        default=-1,
+        description="Requests each caller (handle, ingress) may queue before BackPressureError / 503; -1 = no "
+        "limit. A rollout burst counts in full at once: keep it large or -1.",
+    )
+    max_replicas_per_node: int | None = Field(
+        default=None, gt=0, description="Spread replicas: at most this many on one node."
+    )
+    health_check_period_s: float = Field(
+        default=10.0, gt=0, description="Seconds between replica health checks."
+    )
+    health_check_timeout_s: float = Field(
+        default=30.0, gt=0, description="A health check slower than this fails."
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        default=20.0, ge=0, description="Time a stopping replica gets to finish its requests."
+    )
+    preprocess_threads: int = Field(
+        default=4,
+        gt=0,
+        description="Threads per replica that decode images and tokenise (off the event loop).",
+    )
+    stuck_forward_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A forward pass running longer than this fails the health check, so Serve replaces the replica.",
+    )
+
+    def to_serve(self) -> dict[str, Any]:
+        """Keyword arguments of ``Deployment.options`` for the replica deployment."""
+        opts: dict[str, Any] = {
+            "ray_actor_options": self.ray_actor_options.to_serve(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+        }
+        if self.max_replicas_per_node is not None:
+            opts["max_replicas_per_node"] = self.max_replicas_per_node
+        if self.autoscaling is not None:
+            opts["autoscaling_config"] = self.autoscaling.to_serve()
+        else:
+            opts["num_replicas"] = self.num_replicas
+        return opts
+
+
+class ReplicaBatching(_Model):
+    """How a replica gathers samples from concurrent requests into one ``score_prepared`` call.
+
+    Applied through Serve's ``user_config``: changing it and redeploying retunes running replicas
+    without reloading the model.
+    """
+
+    max_batch_size: int | None = Field(
+        default=None,
+        gt=0,
+        description="Most samples per replica batch; None = scorer.batching.max_batch_size.",
+    )
+    max_batch_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Padded-token budget (longest sample x samples) per replica batch; None = "
+        "scorer.batching.max_batch_tokens. A single longer sample still runs, alone.",
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.01,
+        ge=0,
+        description="How long the first sample of a batch waits for others (latency you trade for batch size).",
+    )
+
+
+class IngressOptions(_Model):
+    """The light FastAPI deployment in front of the replicas."""
+
+    num_replicas: int = Field(
+        default=1, gt=0, description="Ingress replicas (CPU only; 1-2 handle thousands rps)."
+    )
+    num_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved per ingress replica.")
+    max_ongoing_requests: int = Field(
+        default=1000, gt=0, description="HTTP requests one ingress replica holds."
+    )
+
+
+class HttpOptions(_Model):
+    """The HTTP API: auth and whole-request limits."""
+
+    api_key: str | None = Field(
+        default=None, description="Bearer token required on every route but /health; None = no auth."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding the token (read where the app is built, else by "
+        "the ingress replica at start). Keeps the secret out of the YAML.",
+    )
+    max_request_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0, description="Largest request body; bigger answers 413."
+    )
+    max_samples_per_request: int = Field(
+        default=4096, gt=0, description="Most samples in one request; more answers 413 (the client chunks)."
+    )
+    request_timeout_s: float = Field(
+        default=600.0, gt=0, description="How long the ingress waits for the replicas before answering 504."
+    )
+    overload_status_code: Literal[429, 503] = Field(
+        default=503, description="Status for 'replicas overloaded' (max_queued_requests reached)."
+    )
+    ingress: IngressOptions = Field(default_factory=IngressOptions, description="The ingress deployment.")
+
+
+class AppConfig(_Model):
+    """One rlreward application: the scorer plus how it is served. Maps 1:1 to ``configs/*.yaml``."""
+
+    name: str = Field(default=DEFAULT_APP_NAME, description="Serve application name (handles address it).")
+    route_prefix: str | None = Field(default="/", description="HTTP route prefix; None = handle access only.")
+    model_name: str | None = Field(
+        default=None, description="Model id reported to clients; None = scorer.model as given."
+    )
+    scorer: ScorerConfig = Field(
+        description="Model, dtype, device, media policy, limits, forward-pass batching."
+    )
+    replica: ReplicaOptions = Field(default_factory=ReplicaOptions, description="Replica deployment options.")
+    batching: ReplicaBatching = Field(default_factory=ReplicaBatching, description="Cross-request batching.")
+    http: HttpOptions = Field(default_factory=HttpOptions, description="HTTP auth and request limits.")
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name or self.scorer.model
+
+
+# -- reading a configuration --------------------------------------------------------------------------
+def default_config_text() -> str:
+    """The packaged default (``rlreward/configs/tiny-cpu.yaml``)."""
+    return resources.files("rlreward").joinpath("configs", DEFAULT_CONFIG).read_text(encoding="utf-8")
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must hold a mapping of AppConfig fields, not {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {key}: {p} is not a mapping")
+    node[parts[-1]] = value
+
+
+#: Short builder arguments → AppConfig fields.
+_SHORTCUTS = {
+    "model": "scorer.model",
+    "api_key": "http.api_key",
+    "num_replicas": "replica.num_replicas",
+    "device": "scorer.device",
+    "dtype": "scorer.dtype",
+}
+
+
+def load_app_config(args: AppConfig | dict[str, Any] | str | os.PathLike | None = None) -> AppConfig:
+    """Resolve builder arguments to an :class:`AppConfig`.
+
+    ``args`` is an AppConfig, a YAML path, or a dict holding any of: ``config`` (a YAML path; default
+    the packaged ``tiny-cpu.yaml``), AppConfig fields (nested dicts merge into the file's), dotted keys
+    (``scorer.dtype: float32``), and the shortcuts ``model``, ``api_key``, ``num_replicas``, ``device``,
+    ``dtype``, ``image_root`` (a path or list). String values from ``serve run k=v`` are parsed as YAML
+    scalars/lists (``2`` → 2, ``[a, b]`` → list).
+    """
+    if isinstance(args, AppConfig):
+        return absolutize(args)
+    if isinstance(args, (str, os.PathLike)):
+        args = {"config": os.fspath(args)}
+    args = dict(args or {})
+    path = args.pop("config", None)
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist (see configs/ for examples)")
+        data = _read_yaml(p.read_text(encoding="utf-8"), str(path))
+    else:
+        data = _read_yaml(default_config_text(), f"packaged {DEFAULT_CONFIG}")
+    import yaml
+
+    roots = args.pop("image_root", None)
+    for key, value in args.items():
+        if isinstance(value, str) and key not in ("model", "api_key", "name", "model_name"):
+            value = yaml.safe_load(value) if value.strip() else value
+        if key in _SHORTCUTS:
+            _set_dotted(data, _SHORTCUTS[key], value)
+        elif "." in key:
+            _set_dotted(data, key, value)
+        elif isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = _merge(data[key], value)
+        else:
+            data[key] = value
+    if roots:
+        _set_dotted(data, "scorer.media.image_roots", [roots] if isinstance(roots, str) else list(roots))
+    return absolutize(AppConfig.model_validate(data))
+
+
+def absolutize(cfg: AppConfig) -> AppConfig:
+    """Make local relative paths absolute: replicas do not run in the builder's working directory."""
+    model = cfg.scorer.model
+    if not os.path.isabs(model) and Path(model).expanduser().is_dir():
+        model = str(Path(model).expanduser().resolve())
+    roots = [str(Path(r).expanduser().resolve()) for r in cfg.scorer.media.image_roots]
+    media = cfg.scorer.media.model_copy(update={"image_roots": roots})
+    scorer = cfg.scorer.model_copy(update={"model": model, "media": media})
+    return cfg.model_copy(update={"scorer": scorer})
+
+
+def resolve_api_key(http: HttpOptions) -> str | None:
+    """The token from ``api_key``, else from the ``api_key_env`` variable here (None if unset)."""
+    if http.api_key:
+        return http.api_key
+    if http.api_key_env:
+        return os.environ.get(http.api_key_env) or None
+    return None
