@@ -345,3 +345,311 @@ def test_format_detection_for_every_benchmark_schema():
     assert detect_format({"prompt": "", "chosen": "", "rejected": "", "subset": "hep-go"}) == "rewardbench"
     assert detect_format({"prompt": "", "chosen": "", "rejected": ""}) == "pairs"
     assert detect_format({"prompt": "", "responses": [], "ranking": []}) == "best-of-k"
+
+
+# -- `rlreward eval --format NAME` end to end on the tiny model ------------------------------------------
+# The tiny checkpoint's scores are arbitrary, so each test reads the per-item scores the report lists
+# and recomputes the headline by hand with the official rule; the run must agree to 1e-3 points.
+def _eval(tmp_path, dataset, fmt, model, *extra):
+    import json
+
+    from rlreward.commands.main import main
+    from rlreward.offline.evaluation import EvalReport
+
+    out = tmp_path / f"{fmt}-report.json"
+    argv = ["eval", "--dataset", str(dataset), "--format", fmt, "--model", model, "-o", str(out)]
+    argv += ["--dtype", "float32", "--device", "cpu", "--bootstrap", "50", *extra]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert next(iter(json.loads(text))) == "headline"  # the headline comes first
+    assert out.with_suffix(".md").read_text().startswith("**Headline — ")
+    assert out.with_suffix(".png").stat().st_size > 1000
+    return EvalReport.model_validate_json(text), out
+
+
+def _right(chosen, rejected, tol):
+    return chosen is not None and rejected is not None and chosen - rejected > tol
+
+
+def _write_jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_rewardbench_cli_headline_is_the_mean_of_the_weighted_sections(tmp_path, tiny_model_dir):
+    subsets = [
+        "alpacaeval-easy",
+        "mt-bench-med",
+        "mt-bench-hard",
+        "llmbar-adver-manual",
+        "xstest-should-refuse",
+        "donotanswer",
+        "math-prm",
+        "hep-python",
+        "hep-go",
+    ]
+    rows = []
+    for k, s in enumerate(subsets * 2):
+        long, short = f"answer {k} is right" + "!" * (k % 3), f"answer {k} wrong"
+        rows.append(_rb(k, s, *((long, short) if k % 4 else (short, long))))
+    path = _write_jsonl(tmp_path / "filtered.jsonl", rows)
+    report, _ = _eval(tmp_path, path, "rewardbench", tiny_model_dir)
+
+    tol = report.tie_tolerance
+    acc: dict[str, list[bool]] = {}
+    for p in report.pair_scores:
+        acc.setdefault(p.category, []).append(_right(p.chosen_score, p.rejected_score, tol))
+    a = {s: sum(v) / len(v) for s, v in acc.items()}
+    # The fixture's scores make the weighting matter: math-prm and the hep-* subsets differ.
+    assert a["math-prm"] != a["hep-go"] and 0 < sum(a.values()) < len(a)
+    # constants.py EXAMPLE_COUNTS for these subsets, written out
+    chat = (a["alpacaeval-easy"] * 100 + a["mt-bench-med"] * 40) / 140
+    hard = (a["mt-bench-hard"] * 37 + a["llmbar-adver-manual"] * 46) / 83
+    safety = (a["xstest-should-refuse"] * 250 + a["donotanswer"] * 136) / 386
+    reasoning = (a["math-prm"] * 984 + a["hep-python"] * 164 + a["hep-go"] * 164) / 1312
+    score = 100 * (chat + hard + safety + reasoning) / 4
+    assert report.headline.metric == "score" and report.headline.value == pytest.approx(score, abs=1e-3)
+    assert report.headline.paper == 90.1
+    sec = {s.name: s for s in report.sections}
+    assert sec["Reasoning"].accuracy.value == pytest.approx(100 * reasoning, abs=1e-3)
+    assert sec["Chat Hard"].paper == 87.5 and sec["Safety"].subsets == ["xstest-should-refuse", "donotanswer"]
+    assert report.headline.ci_low <= report.headline.value <= report.headline.ci_high
+    assert report.preprocessing["reported_by"] == "scorer" and report.preprocessing["dtype"] == "float32"
+
+
+def test_mm_rewardbench_cli_breaks_ties_with_the_official_coin(tmp_path, tiny_model_dir):
+    from tests.conftest import noise_png
+
+    (tmp_path / "images").mkdir()
+    recs = []
+    spec = [
+        ("nocaps_1", "Output1", "open_generation/correctness_task", "a red box", "a blue ball"),
+        ("pairs_2", "Output2", "safety", "same words", "same words"),  # a tie
+        ("mathvista_3", "Output2", "reasoning", "seven", "the answer is 9"),
+        ("EMMA-Coding_4", "Output1", "reasoning", "print(1)", "print(1)"),  # a tie
+        ("vqa_5", "Output1", "vqa", "yes", "no, it is not"),
+    ]
+    for k, (rid, better, cat, o1, o2) in enumerate(spec):
+        (tmp_path / "images" / f"{k}.png").write_bytes(noise_png(k, (56, 56)))
+        recs.append(
+            {
+                "ID": rid,
+                "Text": f"Q{k}?",
+                "Image": f"images/{k}.png",
+                "Output1": o1,
+                "Output2": o2,
+                "Better": better,
+                "Meta": {"Category": cat},
+            }
+        )
+    import json
+
+    (tmp_path / "all_data.json").write_text(json.dumps(recs))
+    report, _ = _eval(tmp_path, tmp_path / "all_data.json", "mm-rewardbench", tiny_model_dir)
+
+    tol = report.tie_tolerance
+    rng = random.Random(123)  # 2_get_accuracy.py, by hand
+    expected = []
+    for r, p in zip(recs, report.pair_scores):
+        s = {
+            r["Better"]: p.chosen_score,
+            ("Output2" if r["Better"] == "Output1" else "Output1"): p.rejected_score,
+        }
+        label = "B" if r["Better"] == "Output2" else "A"
+        if abs(s["Output1"] - s["Output2"]) <= tol:
+            pred = "A" if rng.random() < 0.5 else "B"
+        else:
+            pred = "A" if s["Output1"] > s["Output2"] else "B"
+        expected.append(pred == label)
+    assert report.ties == 2  # identical answers score identically
+    assert [p.correct for p in report.pair_scores] == expected
+    assert report.headline.metric == "overall"
+    assert report.headline.value == pytest.approx(100 * sum(expected) / 5, abs=1e-3)
+    assert report.headline.paper is None and "coin" in " ".join(report.notes)
+    assert [c.name for c in report.categories][:2] == ["open_generation/correctness_task", "safety/bias"]
+
+
+def test_mm_rlhf_cli_accuracy_and_acc_plus_with_an_image_and_a_video_question(tmp_path, tiny_model_dir):
+    from tests.conftest import noise_png
+
+    for d in ("mcq", "long", "video/v1"):
+        (tmp_path / d).mkdir(parents=True)
+    for k in range(4):
+        (tmp_path / "video" / "v1" / f"{k:03d}.png").write_bytes(noise_png(50 + k, (56, 56)))
+    (tmp_path / "mcq" / "1.png").write_bytes(noise_png(1, (56, 56)))
+    (tmp_path / "long" / "2.png").write_bytes(noise_png(2, (56, 84)))
+
+    def rec(qid, answer_c, answer_r, **media):
+        return {
+            "id": qid,
+            "prompt": f"question {qid}",
+            "chosen": answer_c,
+            "rejected": answer_r,
+            "chosen_reason": "",
+            "rejected_reason": "",
+            **media,
+        }
+
+    rows = [
+        rec("q1", "B", "A, because", image="mcq/1.png"),
+        rec("q1", "B", "C", image="mcq/1.png"),
+        rec("q2", "a long careful answer", "short", image="long/2.png"),
+        rec("q3", "it spins", "it stays still", video="video/v1"),
+    ]
+    path = _write_jsonl(tmp_path / "mm_reward_bench.jsonl", rows)
+    report, _ = _eval(tmp_path, path, "mm-rlhf-rewardbench", tiny_model_dir)
+
+    tol = report.tie_tolerance
+    right = [_right(p.chosen_score, p.rejected_score, tol) for p in report.pair_scores]
+    assert report.errors == 0, report.error_list
+    q = {"q1": right[0] and right[1], "q2": right[2], "q3": right[3]}
+    assert report.headline.metric == "accuracy"
+    assert report.headline.value == pytest.approx(100 * sum(right) / 4, abs=1e-3)
+    assert report.headline.acc_plus == pytest.approx(100 * sum(q.values()) / 3, abs=1e-3)
+    cats = {c.name: c for c in report.categories}
+    assert set(cats) == {"mcq", "long", "video"} and cats["mcq"].pairs == 2
+    assert cats["video"].acc_plus == (100.0 if q["q3"] else 0.0)
+
+
+def test_vl_rewardbench_cli_reports_the_official_no_verdict_variant_beside_the_headline(
+    tmp_path, tiny_model_dir
+):
+    from tests.conftest import noise_png
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    spec = [
+        ("RLAIF-V-1", "a cat on a mat", "a dog", [0, 1]),
+        ("RLHF-V-2", "two", "three birds", [1, 0]),
+        ("hallucination_3", "same", "same", [0, 1]),  # tie: no verdict
+        ("mathverse_4", "x = 4", "x equals five", [0, 1]),
+        ("wildvision-5", "hello there", "hi", [1, 0]),
+        ("VLFeedback_6", "ok", "fine", [0, 1]),
+    ]
+    for k, (rid, a, b, rank) in enumerate(spec):
+        (tmp_path / "images" / f"{k}.png").write_bytes(noise_png(k, (56, 56)))
+        rows.append(
+            {
+                "id": rid,
+                "query": f"Q{k}",
+                "image_path": f"images/{k}.png",
+                "response": [a, b],
+                "human_ranking": rank,
+            }
+        )
+    rows.append({**rows[0], "id": "RLAIF-V-7", "image_path": "images/missing.png"})  # errored: no verdict
+    path = _write_jsonl(tmp_path / "vlrb.jsonl", rows)
+    report, _ = _eval(tmp_path, path, "vl-rewardbench", tiny_model_dir)
+
+    tol = report.tie_tolerance
+    cat = {"RLAIF": "hallucination", "RLHF": "hallucination", "hallucination": "hallucination"}
+    agree: dict[str, list[bool]] = {}
+    strict = []
+    for p in report.pair_scores:
+        ok = _right(p.chosen_score, p.rejected_score, tol)
+        strict.append(ok)
+        wrong = _right(p.rejected_score, p.chosen_score, tol)
+        if ok or wrong:  # cal.py: only items with a verdict count
+            group = cat.get(
+                p.id.replace("-", "_").split("_")[0],
+                "reasoning" if p.id[:4] in ("math", "mmmu") else "general",
+            )
+            agree.setdefault(group, []).append(ok)
+    h = report.headline
+    assert h.metric == "overall" and h.value == pytest.approx(100 * sum(strict) / 7, abs=1e-3)
+    assert h.paper == 73.1 and h.paper_macro == 69.0 and h.macro == report.macro.value
+    (v,) = report.variants
+    assert v.name == "vl_rewardbench_official" and v.excluded == 2 and v.counted == 5
+    pooled = sum(sum(x) for x in agree.values()) / sum(len(x) for x in agree.values())
+    assert v.overall.value == pytest.approx(100 * pooled, abs=1e-3)
+    assert v.macro.value == pytest.approx(
+        100 * sum(sum(x) / len(x) for x in agree.values()) / len(agree), abs=1e-3
+    )
+    assert [e.code for e in report.error_list] == ["image_not_found"]
+
+
+def test_best_of_k_cli_and_resume_reuse_the_sidecar_scores(tmp_path, tiny_model_dir):
+    import json
+
+    rows = [
+        {"id": "g1", "prompt": "Name a colour.", "responses": ["red", "a chair", "blue sky"], "best": 0},
+        {"id": "g2", "prompt": "2+2?", "responses": ["5", "4", "four", "22"], "best": [1, 2]},
+        {
+            "id": "g3",
+            "prompt": "Say hi.",
+            "responses": ["hi", "hi", "bye"],
+            "ranking": [0, 1, 2],
+        },  # tie on top
+        {"id": "g4", "prompt": "Capital of France?", "responses": ["Rome", "Paris"], "ranking": [1, 0]},
+    ]
+    path = _write_jsonl(tmp_path / "bok.jsonl", rows)
+    first, out = _eval(tmp_path, path, "best-of-k", tiny_model_dir, "--limit", "2")
+    assert first.pairs == 2 and first.limit == 2 and first.resumed == 0
+    sidecar = out.with_name(out.stem + ".scores.jsonl")
+    assert len(sidecar.read_text().splitlines()) == 1 + 2  # header + one line per scored group
+    with sidecar.open("a") as f:
+        f.write('{"i": 3, "id": "g4", "fp": "torn')  # an interrupted write
+
+    report, _ = _eval(tmp_path, path, "best-of-k", tiny_model_dir, "--resume")
+    assert report.resumed == 2 and report.pairs == 4
+    assert [g.scores for g in report.group_scores[:2]] == [g.scores for g in first.group_scores]
+    tol = report.tie_tolerance
+    expected = []
+    for r, g in zip(rows, report.group_scores):
+        ranks = r.get("ranking") or [
+            0 if i in ([r["best"]] if isinstance(r["best"], int) else r["best"]) else 1
+            for i in range(len(r["responses"]))
+        ]
+        best = [i for i, x in enumerate(ranks) if x == min(ranks)]
+        top = max(g.scores[i] for i in best)
+        expected.append(all(top - s > tol for i, s in enumerate(g.scores) if i not in best))
+    assert expected[2] is False  # "hi" and "hi" tie for the top
+    assert [g.correct for g in report.group_scores] == expected
+    assert report.headline.metric == "best_of_k_accuracy"
+    assert report.headline.value == pytest.approx(100 * sum(expected) / 4, abs=1e-3)
+    assert report.variants[0].name == "ranked_pairs"
+    lines = [json.loads(x) for x in sidecar.read_text().splitlines()[1:] if x.endswith("}")]
+    assert sorted(e["i"] for e in lines) == [0, 1, 2, 3]
+
+
+def test_resume_refuses_another_models_sidecar(tmp_path, tiny_model_dir, capsys):
+    from rlreward.commands.main import main
+
+    path = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    out = tmp_path / "r.json"
+    sidecar = tmp_path / "r.scores.jsonl"
+    sidecar.write_text(
+        '{"rlreward_eval_scores": 1, "dataset": "x", "format": "pairs", "model": "/other/model"}\n'
+    )
+    argv = [
+        "eval",
+        "--dataset",
+        str(path),
+        "--model",
+        tiny_model_dir,
+        "-o",
+        str(out),
+        "--resume",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 2
+    assert "/other/model" in capsys.readouterr().err and not out.exists()
+
+
+def test_rewardbench_folder_reads_the_filtered_split_by_default(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlreward.offline.evaluation import load_items
+
+    (tmp_path / "data").mkdir()
+    filtered = [_rb(k, "hep-go") for k in range(3)]
+    raw = [_rb(k, "hep-go") for k in range(5)]
+    pq.write_table(pa.Table.from_pylist(filtered), tmp_path / "data" / "filtered-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(raw), tmp_path / "data" / "raw-00000-of-00001.parquet")
+    items, fmt, _ = load_items(str(tmp_path), "rewardbench")
+    assert fmt == "rewardbench" and len(items) == 3
+    assert len(load_items(str(tmp_path), "rewardbench", split="raw")[0]) == 5
