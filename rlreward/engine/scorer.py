@@ -88,6 +88,60 @@ def load_backbone(config: ScorerConfig, device: torch.device, dtype: torch.dtype
     return backbone.to(device)
 
 
+def embed_batch(
+    backbone: torch.nn.Module,
+    batch: Batch,
+    image_features: Callable[[Batch], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Token embeddings with the image and video features scattered into their placeholder tokens.
+
+    ``image_features(batch)`` may supply the images' features (the scorer's vision reuse/cache);
+    by default the backbone's vision tower computes them.
+    """
+    cfg = backbone.config
+    embeds = backbone.get_input_embeddings()(batch.input_ids)
+    if batch.pixel_values is not None:
+        if image_features is not None:
+            feats = image_features(batch)
+        else:
+            feats = torch.cat(
+                backbone.get_image_features(batch.pixel_values, batch.image_grid_thw).pooler_output
+            )
+        mask = (batch.input_ids == cfg.image_token_id).unsqueeze(-1).expand_as(embeds)
+        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
+    if batch.pixel_values_videos is not None:
+        feats = torch.cat(
+            backbone.get_video_features(batch.pixel_values_videos, batch.video_grid_thw).pooler_output
+        )
+        mask = (batch.input_ids == cfg.video_token_id).unsqueeze(-1).expand_as(embeds)
+        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
+    return embeds
+
+
+def value_forward(
+    backbone: torch.nn.Module,
+    head: ValueHead,
+    batch: Batch,
+    image_features: Callable[[Batch], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The score of every row of one collated batch, [B] fp32: the one forward pass of rlreward.
+
+    Token embeddings with visual features scattered in (:func:`embed_batch`), the language model
+    on them with the batch's M-RoPE positions, its post-final-norm hidden state at each row's last
+    real token, the fp32 value head. No ``lm_head``. :meth:`Scorer.forward` runs it under
+    ``inference_mode``; training (:mod:`rlreward.offline.train`) runs it with autograd.
+    """
+    out = backbone.language_model(
+        inputs_embeds=embed_batch(backbone, batch, image_features),
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state  # post final norm
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return head(hidden[rows, batch.last_index])
+
+
 class Scorer:
     """Scores samples with a value-head reward model. Thread-safe for :meth:`prepare`; one
     :meth:`score_prepared` at a time per instance (it owns the device)."""
@@ -212,34 +266,16 @@ class Scorer:
 
     @torch.inference_mode()
     def _embed(self, batch: Batch) -> torch.Tensor:
-        m = self.backbone
-        embeds = m.get_input_embeddings()(batch.input_ids)
-        if batch.pixel_values is not None:
-            feats = self._image_features(batch.pixel_values, batch.image_grid_thw, batch.image_digests)
-            mask = (batch.input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
-            embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-        if batch.pixel_values_videos is not None:
-            feats = torch.cat(
-                m.get_video_features(batch.pixel_values_videos, batch.video_grid_thw).pooler_output
-            )
-            mask = (batch.input_ids == self.video_token_id).unsqueeze(-1).expand_as(embeds)
-            embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-        return embeds
+        return embed_batch(self.backbone, batch, self._batch_image_features)
+
+    def _batch_image_features(self, batch: Batch) -> torch.Tensor:
+        return self._image_features(batch.pixel_values, batch.image_grid_thw, batch.image_digests)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Scores [B] (fp32, on CPU) for one collated batch."""
+        """Scores [B] (fp32, on CPU) for one collated batch (:func:`value_forward`, no autograd)."""
         batch = batch.to(self.device)
-        embeds = self._embed(batch)
-        out = self.backbone.language_model(
-            inputs_embeds=embeds,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        )
-        hidden = out.last_hidden_state  # post final norm
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return self.head(hidden[rows, batch.last_index]).cpu()
+        return value_forward(self.backbone, self.head, batch, self._batch_image_features).cpu()
 
     @torch.inference_mode()
     def forward_shared(self, segments: Sequence[tuple[Sequence[PreparedSample], int]]) -> torch.Tensor:

@@ -150,34 +150,11 @@ def shapes_pairs(n: int, seed: int, *, image_size: int = 56, as_png: bool = Fals
 
 # -- the forward pass, with gradients -----------------------------------------------------------------
 def reward_forward(backbone: Any, head: ValueHead, batch: Batch) -> torch.Tensor:
-    """Scores [B] (fp32) of one collated batch: :meth:`rlreward.engine.scorer.Scorer.forward`, with autograd.
+    """Scores [B] (fp32) of one collated batch, with autograd: the scorer's own forward pass,
+    :func:`rlreward.engine.scorer.value_forward` (imported here so torch stays out of module import)."""
+    from rlreward.engine.scorer import value_forward
 
-    Same steps in the same order: token embeddings, image (and video) features scattered into the
-    placeholder tokens, ``backbone.language_model`` on the merged embeddings with the batch's M-RoPE
-    positions, the post-norm hidden state at each row's last real token, the fp32 value head.
-    """
-    import torch
-
-    cfg = backbone.config
-    embeds = backbone.get_input_embeddings()(batch.input_ids)
-    for pixels, grid, token_id, fn in (
-        (batch.pixel_values, batch.image_grid_thw, cfg.image_token_id, backbone.get_image_features),
-        (batch.pixel_values_videos, batch.video_grid_thw, cfg.video_token_id, backbone.get_video_features),
-    ):
-        if pixels is None:
-            continue
-        feats = torch.cat(fn(pixels, grid).pooler_output, dim=0).to(embeds.dtype)
-        mask = (batch.input_ids == token_id).unsqueeze(-1).expand_as(embeds)
-        embeds = embeds.masked_scatter(mask, feats)
-    out = backbone.language_model(
-        inputs_embeds=embeds,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
-    hidden = out.last_hidden_state
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return head(hidden[rows, batch.last_index])
+    return value_forward(backbone, head, batch)
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
