@@ -9,9 +9,18 @@ Two transports behind one interface, chosen by the constructor:
 
 ``score(samples) -> list[ScoreResult]`` returns one result per sample, in order; a sample the server
 rejects carries its ``error`` (code + message). Large lists are cut into ``chunk_size`` chunks sent
-``max_concurrency`` at a time. Each chunk is retried with exponential backoff (honouring
-``Retry-After``) when the server is overloaded (HTTP 429/503, ``BackPressureError``), a replica died
-or was unavailable, or an attempt timed out. Scoring is idempotent, so retries are safe.
+``max_concurrency`` at a time. Scoring is idempotent, so retries are safe: each chunk is retried
+with jittered exponential backoff, waiting at least the server's ``Retry-After``, for as long as its
+**time budget** ``retry_budget_s`` (default 120 s) lasts, when
+
+* the server cannot be reached (connection refused/reset: the Serve HTTP proxy restarts in ~30 s),
+* it answers 429, 502, 503 or 504 (overloaded, a replica or the ingress restarting),
+* it answers 500 from Ray Serve's proxy because the ingress actor died under the request (a plain
+  text body naming the actor death; the ingress's own 500s are JSON and are not retried),
+* a replica died or was unavailable, or an attempt timed out.
+
+Any other 4xx is final at once. Results always go back to their own sample, in order, however the
+chunks were retried. When the budget runs out the error says so (attempts, seconds, the budget).
 
 >>> client = RewardClient(url="http://127.0.0.1:8000")                      # doctest: +SKIP
 >>> client.score([{"prompt": "2+2?", "response": "4"}])                       # doctest: +SKIP
@@ -19,7 +28,8 @@ or was unavailable, or an attempt timed out. Scoring is idempotent, so retries a
 >>> future = client.submit(samples)   # concurrent.futures.Future[list[ScoreResult]]  # doctest: +SKIP
 
 Timeouts are values in seconds: ``timeout_s`` bounds one attempt of one chunk, ``connect_timeout_s``
-one HTTP connect. The API key defaults to ``$RLREWARD_API_KEY``.
+one HTTP connect. The API key defaults to ``$RLREWARD_API_KEY``. Tests may pass an httpx transport
+(``transport=httpx.MockTransport(handler)``) to run the whole client against a function.
 
 Exceptions (every failure this module raises is one of these; the foreign error — httpx, Ray — is
 attached as ``__cause__``)::
@@ -44,6 +54,7 @@ import io
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -75,7 +86,14 @@ __all__ = [
 
 #: Name of the model deployment inside an rlreward application (see rlreward.serving.config).
 REPLICA_DEPLOYMENT = "RewardReplica"
-_RETRY_STATUS = {408, 429, 502, 503, 504}
+_RETRY_STATUS = {429, 502, 503, 504}
+#: How Ray Serve's HTTP proxy words a 500 for a request whose ingress actor died (its body is the
+#: plain-text ``str()`` of a ``RayActorError``/``ActorDiedError``/``ActorUnavailableError``).
+_DEAD_ACTOR_500 = re.compile(
+    r"ActorDiedError|RayActorError|ActorUnavailableError|actor died|actor is dead|actor is unavailable"
+    r"|died unexpectedly|ReplicaUnavailable|DeploymentUnavailable",
+    re.IGNORECASE,
+)
 
 
 # -- JSON encoding of in-process image references ----------------------------------------------------
@@ -103,19 +121,47 @@ def _error_body(response: Any) -> tuple[str | None, str]:
 
 
 def _retry_after(response: Any) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None if absent or unreadable."""
     value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _is_dead_actor_500(response: Any) -> bool:
+    """A 500 written by Serve's proxy because the ingress actor died (not one of the ingress's own)."""
+    if response.status_code != 500:
+        return False
+    try:
+        response.json()
+        return False  # the ingress answers JSON; the proxy answers the exception's text
+    except ValueError:
+        return bool(_DEAD_ACTOR_500.search(response.text[:4000]))
 
 
 # -- transports: the one place where foreign errors are translated -----------------------------------
 class _HttpTransport:
-    def __init__(self, url: str, api_key: str | None, timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        timeout_s: float,
+        connect_timeout_s: float,
+        transport: Any = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = (timeout_s, connect_timeout_s)
+        self.transport = transport  # an httpx (Async)BaseTransport, or None for httpx's own
         self._sync: Any = None
         self._lock = threading.Lock()
 
@@ -129,13 +175,17 @@ class _HttpTransport:
 
         with self._lock:
             if self._sync is None:
-                self._sync = httpx.Client(base_url=self.url, headers=self.headers, timeout=self._timeout())
+                self._sync = httpx.Client(
+                    base_url=self.url, headers=self.headers, timeout=self._timeout(), transport=self.transport
+                )
             return self._sync
 
     def new_async_client(self) -> Any:
         import httpx
 
-        return httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=self._timeout())
+        return httpx.AsyncClient(
+            base_url=self.url, headers=self.headers, timeout=self._timeout(), transport=self.transport
+        )
 
     @staticmethod
     def body(chunk: Sequence[Any]) -> dict[str, Any]:
@@ -161,7 +211,7 @@ class _HttpTransport:
             raise AuthenticationError(
                 text + " (pass api_key= or set RLREWARD_API_KEY)", status_code=status, code=code
             )
-        if status in _RETRY_STATUS:
+        if status in _RETRY_STATUS or _is_dead_actor_500(response):
             raise RewardServerError(text, status_code=status, code=code, retry_after_s=_retry_after(response))
         if 400 <= status < 500:
             raise RewardRequestError(text, status_code=status, code=code)
@@ -275,22 +325,29 @@ class _BaseRewardClient:
         api_key: str | None = None,
         timeout_s: float = 300.0,
         connect_timeout_s: float = 10.0,
-        retries: int = 5,
+        retry_budget_s: float = 120.0,
+        retries: int | None = None,
         backoff_s: float = 0.5,
-        max_backoff_s: float = 15.0,
+        max_backoff_s: float = 10.0,
         chunk_size: int = 64,
         max_concurrency: int = 8,
         deployment_name: str = REPLICA_DEPLOYMENT,
         ray_address: str | None = None,
+        transport: Any = None,
     ) -> None:
         """Connect to a server by ``url`` (HTTP) or by ``app_name`` (Ray handle); exactly one of them.
 
-        ``timeout_s``: one attempt of one chunk; ``connect_timeout_s``: one HTTP connect; ``retries``:
-        further attempts per chunk after the first; ``backoff_s``/``max_backoff_s``: first and
-        largest wait between attempts (doubling, jittered, at least the server's ``Retry-After``);
-        ``chunk_size``: samples per request; ``max_concurrency``: requests in flight per ``score``
-        call; ``api_key``: bearer token (default ``$RLREWARD_API_KEY``; HTTP only);
-        ``ray_address``: cluster to join in handle mode when Ray is not initialised (default "auto").
+        ``timeout_s``: one attempt of one chunk; ``connect_timeout_s``: one HTTP connect;
+        ``retry_budget_s``: how long one chunk may keep being retried, counted from its first
+        attempt (the default outlasts a Serve HTTP proxy restart, ~30 s); ``retries``: an optional cap
+        on further attempts per chunk (None: only the time budget; 0: never retry);
+        ``backoff_s``/``max_backoff_s``: first and largest wait between attempts (doubling, jittered;
+        a server's ``Retry-After`` is waited in full if the budget allows it); ``chunk_size``: samples
+        per request; ``max_concurrency``: requests in flight per ``score`` call; ``api_key``: bearer
+        token (default ``$RLREWARD_API_KEY``; HTTP only); ``ray_address``: cluster to join in handle
+        mode when Ray is not initialised (default "auto"); ``transport``: an httpx transport for the
+        HTTP mode (``httpx.BaseTransport`` for :class:`RewardClient`, ``httpx.AsyncBaseTransport`` for
+        :class:`AsyncRewardClient`; ``httpx.MockTransport`` is both), for tests; not pickled.
         """
         if (url is None) == (app_name is None):
             raise ValueError("pass exactly one of url= (HTTP) or app_name= (Ray handle, inside the cluster)")
@@ -302,18 +359,19 @@ class _BaseRewardClient:
         ):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if retries < 0 or backoff_s < 0 or max_backoff_s < 0:
-            raise ValueError("retries, backoff_s and max_backoff_s must be >= 0")
+        if (retries is not None and retries < 0) or backoff_s < 0 or max_backoff_s < 0 or retry_budget_s < 0:
+            raise ValueError("retries, retry_budget_s, backoff_s and max_backoff_s must be >= 0")
+        if transport is not None and url is None:
+            raise ValueError("transport= is for the HTTP mode (url=); the handle mode has no HTTP transport")
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
         self.url, self.app_name = url, app_name
         self.api_key = api_key if api_key is not None else os.environ.get("RLREWARD_API_KEY") or None
         self.timeout_s, self.connect_timeout_s = float(timeout_s), float(connect_timeout_s)
-        self.retries, self.backoff_s, self.max_backoff_s = (
-            int(retries),
-            float(backoff_s),
-            float(max_backoff_s),
-        )
+        self.retry_budget_s = float(retry_budget_s)
+        self.retries = None if retries is None else int(retries)
+        self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
+        self._custom_transport = transport
         self.chunk_size, self.max_concurrency = int(chunk_size), int(max_concurrency)
         self.deployment_name, self.ray_address = deployment_name, ray_address
         self._init_transport()
@@ -321,7 +379,13 @@ class _BaseRewardClient:
     def _init_transport(self) -> None:
         self._transport: _HttpTransport | _HandleTransport
         if self.url is not None:
-            self._transport = _HttpTransport(self.url, self.api_key, self.timeout_s, self.connect_timeout_s)
+            self._transport = _HttpTransport(
+                self.url,
+                self.api_key,
+                self.timeout_s,
+                self.connect_timeout_s,
+                getattr(self, "_custom_transport", None),
+            )
         else:
             self._transport = _HandleTransport(
                 self.app_name, self.deployment_name, self.ray_address, self.timeout_s
@@ -334,10 +398,22 @@ class _BaseRewardClient:
 
     def __repr__(self) -> str:
         target = f"url={self.url!r}" if self.url else f"app_name={self.app_name!r}"
-        return f"{type(self).__name__}({target}, chunk_size={self.chunk_size}, retries={self.retries})"
+        return (
+            f"{type(self).__name__}({target}, chunk_size={self.chunk_size}, "
+            f"retry_budget_s={self.retry_budget_s})"
+        )
 
-    # Picklable (Ray tasks, trainer workers): live connections are dropped and rebuilt on first use.
-    _LIVE = ("_transport", "_executor", "_submitter", "_pool_lock", "_http", "_http_loop")
+    # Picklable (Ray tasks, trainer workers): live connections (and an injected test transport) are
+    # dropped and rebuilt on first use.
+    _LIVE = (
+        "_transport",
+        "_executor",
+        "_submitter",
+        "_pool_lock",
+        "_http",
+        "_http_loop",
+        "_custom_transport",
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
@@ -356,24 +432,40 @@ class _BaseRewardClient:
         return [samples[i : i + self.chunk_size] for i in range(0, len(samples), self.chunk_size)]
 
     def _delay(self, attempt: int, err: RewardClientError) -> float:
-        delay = min(self.max_backoff_s, self.backoff_s * (2**attempt)) * (0.5 + random.random() / 2)
+        """Jittered exponential backoff (half to all of ``backoff_s * 2**attempt``, capped), and at
+        least the server's ``Retry-After``."""
+        delay = min(self.max_backoff_s, self.backoff_s * (2 ** min(attempt, 30))) * (
+            0.5 + random.random() / 2
+        )
         if err.retry_after_s:
-            delay = max(delay, min(err.retry_after_s, self.max_backoff_s))
+            delay = max(delay, err.retry_after_s)
         return delay
 
-    def _final(self, err: RewardClientError, attempts: int) -> RewardClientError:
-        if isinstance(err, RewardServerError) and attempts > 1:
-            err.message = f"{err.message} (gave up after {attempts} attempts)"
+    def _final(self, err: RewardClientError, attempts: int, elapsed_s: float, why: str) -> RewardClientError:
+        if isinstance(err, RewardServerError) and err.retryable:
+            err.message = (
+                f"{err.message} (gave up after {attempts} attempt{'s' if attempts > 1 else ''} in "
+                f"{elapsed_s:.1f}s: {why})"
+            )
             err.args = (err.message,)
         return err
 
-    def _retry_delay(self, exc: Exception, attempt: int, n_samples: int) -> float:
-        """Seconds to wait before retrying a chunk that failed with ``exc`` on ``attempt`` (0-based);
-        raises the translated final error when it is not retryable or retries are used up."""
+    def _retry_delay(self, exc: Exception, attempt: int, n_samples: int, started: float) -> float:
+        """Seconds to wait before retrying a chunk that failed with ``exc`` on ``attempt`` (0-based),
+        whose first attempt began at ``started`` (``time.monotonic()``); raises the translated final
+        error when it is not retryable or the next attempt would start after the time budget."""
         err = self._transport.translate(exc)
-        if not err.retryable or attempt >= self.retries:
-            raise self._final(err, attempt + 1) from exc
+        elapsed = time.monotonic() - started
+        if not err.retryable:
+            raise err from exc
+        if self.retries is not None and attempt >= self.retries:
+            raise self._final(err, attempt + 1, elapsed, f"retries={self.retries} used up") from exc
         delay = self._delay(attempt, err)
+        if elapsed + delay > self.retry_budget_s:
+            why = f"retry_budget_s={self.retry_budget_s:g} spent"
+            if err.retry_after_s and elapsed + err.retry_after_s > self.retry_budget_s:
+                why += f"; the server asked to wait {err.retry_after_s:g}s more"
+            raise self._final(err, attempt + 1, elapsed, why) from exc
         log.info(
             "retrying a chunk of %d samples in %.2fs (attempt %d): %s", n_samples, delay, attempt + 2, err
         )
@@ -402,12 +494,12 @@ class RewardClient(_BaseRewardClient):
             return self._executor
 
     def _score_chunk(self, chunk: Sequence[Any]) -> list[ScoreResult]:
-        attempt = 0
+        attempt, started = 0, time.monotonic()
         while True:
             try:
                 return self._transport.score(chunk)
             except Exception as exc:
-                time.sleep(self._retry_delay(exc, attempt, len(chunk)))
+                time.sleep(self._retry_delay(exc, attempt, len(chunk), started))
                 attempt += 1
 
     def score(self, samples: Sequence[Any]) -> list[ScoreResult]:
@@ -489,13 +581,13 @@ class AsyncRewardClient(_BaseRewardClient):
         return await self._transport.ascore(chunk)
 
     async def _score_chunk(self, chunk: Sequence[Any], gate: asyncio.Semaphore) -> list[ScoreResult]:
-        attempt = 0
+        attempt, started = 0, time.monotonic()
         while True:
             try:
                 async with gate:
                     return await self._call(chunk)
             except Exception as exc:
-                await asyncio.sleep(self._retry_delay(exc, attempt, len(chunk)))
+                await asyncio.sleep(self._retry_delay(exc, attempt, len(chunk), started))
                 attempt += 1
 
     async def score(self, samples: Sequence[Any]) -> list[ScoreResult]:

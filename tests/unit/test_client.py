@@ -238,3 +238,158 @@ def test_handle_mode_translates_ray_errors_at_one_boundary():
     gone = transport.translate(ReplicaUnavailableError("replica x is no longer available"))
     assert gone.retryable and gone.code == "unavailable"
     assert isinstance(transport.translate(TimeoutError()), RewardTimeoutError)
+
+
+# -- retry policy against an injected httpx transport (no server: the handler is the server) --------
+def _echo_results(request) -> list[dict]:
+    """One result per sample whose score is the number in its prompt: a misplaced score shows."""
+    samples = json.loads(request.content)["samples"]
+    return [{"score": float(s["prompt"].split()[-1]), "error": None} for s in samples]
+
+
+class _Script:
+    """An httpx handler: per request, the next scripted failure (a status, a (status, headers, body)
+    tuple or an exception), then real answers."""
+
+    def __init__(self, *steps):
+        self.steps = list(steps)
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, request):
+        import httpx
+
+        with self.lock:
+            self.calls += 1
+            step = self.steps.pop(0) if self.steps else None
+        if isinstance(step, Exception):
+            raise step
+        if isinstance(step, int):
+            step = (step, {}, {"error": {"code": f"e{step}", "message": f"scripted {step}"}})
+        if step is not None:
+            status, headers, body = step
+            if isinstance(body, str):
+                return httpx.Response(status, headers=headers, text=body)
+            return httpx.Response(status, headers=headers, json=body)
+        return httpx.Response(200, json={"model": "m", "results": _echo_results(request)})
+
+
+def _mock_client(handler, cls=RewardClient, **kw):
+    import httpx
+
+    opts = {"backoff_s": 0.001, "max_backoff_s": 0.01, "transport": httpx.MockTransport(handler), **kw}
+    return cls(url="http://reward.test", **opts)
+
+
+def test_connection_errors_and_gateway_statuses_are_retried_until_answered():
+    import httpx
+
+    script = _Script(
+        httpx.ConnectError("refused"),
+        502,
+        504,
+        (429, {"Retry-After": "0"}, {}),
+        httpx.RemoteProtocolError("x"),
+    )
+    results = _mock_client(script).score(SAMPLES[:3])
+    assert [r.score for r in results] == [0.0, 1.0, 2.0]
+    assert script.calls == 6
+
+
+def test_a_dead_ingress_500_from_the_proxy_is_retried_but_the_ingress_own_500_is_not():
+    proxy_500 = (
+        500,
+        {"content-type": "text/plain"},
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly",
+    )
+    script = _Script(proxy_500)
+    assert [r.score for r in _mock_client(script).score(SAMPLES[:2])] == [0.0, 1.0]
+    assert script.calls == 2
+
+    script = _Script((500, {}, {"error": {"code": "internal_error", "message": "bug"}}))
+    with pytest.raises(RewardServerError, match="internal_error") as info:
+        _mock_client(script).score(SAMPLES[:2])
+    assert not info.value.retryable and script.calls == 1
+    script = _Script((500, {}, "Internal Server Error"))  # a proxy 500 that is not an actor death
+    with pytest.raises(RewardServerError):
+        _mock_client(script).score(SAMPLES[:2])
+    assert script.calls == 1
+
+
+@pytest.mark.parametrize("status", [400, 404, 408, 409, 413, 422])
+def test_other_4xx_are_final_at_once(status):
+    script = _Script(status)
+    with pytest.raises(RewardRequestError) as info:
+        _mock_client(script).score(SAMPLES[:1])
+    assert info.value.status_code == status and script.calls == 1
+
+
+def test_the_retry_budget_is_time_and_the_error_says_it_was_spent():
+    script = _Script(*[503] * 10_000)
+    with pytest.raises(RewardServerError) as info:
+        _mock_client(script, retry_budget_s=0.2).score(SAMPLES[:1])
+    message = str(info.value)
+    assert "retry_budget_s=0.2 spent" in message and "gave up after" in message
+    assert script.calls > 1  # it did retry inside the budget
+    assert RewardClient(url="http://x").retry_budget_s >= 60  # outlasts a ~30 s proxy restart
+
+
+def test_retry_after_is_waited_in_full_and_refused_when_it_outlasts_the_budget(monkeypatch):
+    import rlreward.client as client_module
+
+    waits: list[float] = []
+    monkeypatch.setattr(client_module.time, "sleep", waits.append)
+    script = _Script((503, {"Retry-After": "7"}, {}), (429, {"Retry-After": "3"}, {}))
+    assert _mock_client(script, retry_budget_s=60).score(SAMPLES[:1])[0].score == 0.0
+    assert waits[0] >= 7 and waits[1] >= 3  # more than max_backoff_s: the server's word wins
+
+    script = _Script((503, {"Retry-After": "120"}, {}))
+    with pytest.raises(RewardServerError, match="asked to wait 120s"):
+        _mock_client(script, retry_budget_s=60).score(SAMPLES[:1])
+    assert script.calls == 1
+
+
+def test_backoff_is_jittered_and_grows():
+    client = RewardClient(url="http://x", backoff_s=1.0, max_backoff_s=100.0)
+    err = RewardServerError("x")
+    first = {client._delay(0, err) for _ in range(50)}
+    fourth = [client._delay(3, err) for _ in range(50)]
+    assert len(first) > 1 and all(0.5 <= d <= 1.0 for d in first)
+    assert all(4.0 <= d <= 8.0 for d in fourth)
+    assert client._delay(40, err) <= 100.0
+
+
+@pytest.mark.parametrize("cls", [RewardClient, AsyncRewardClient])
+def test_every_score_returns_to_its_sample_across_retries_and_partial_failures(cls):
+    import httpx
+
+    samples = [{"prompt": f"question {i}", "response": "r"} for i in range(200)]
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def flaky(request):
+        first = int(json.loads(request.content)["samples"][0]["prompt"].split()[-1])
+        with lock:
+            seen[first] = seen.get(first, 0) + 1
+            tries = seen[first]
+        if first % 3 == 0 and tries <= 2:  # a third of the chunks fail twice, differently
+            if tries == 1:
+                raise httpx.ReadError("connection reset")
+            return httpx.Response(503, json={"error": {"code": "unavailable", "message": "restarting"}})
+        return httpx.Response(200, json={"model": "m", "results": _echo_results(request)})
+
+    client = _mock_client(flaky, cls=cls, chunk_size=7, max_concurrency=5)
+    results = client.score(samples) if cls is RewardClient else asyncio.run(client.score(samples))
+    assert [r.score for r in results] == [float(i) for i in range(200)]
+    assert max(seen.values()) == 3 and len(seen) == 29
+
+
+def test_transport_injection_is_http_only_and_not_pickled():
+    import httpx
+
+    with pytest.raises(ValueError, match="transport"):
+        RewardClient(app_name="rlreward", transport=httpx.MockTransport(lambda r: None))
+    client = _mock_client(_Script())
+    assert client.score(SAMPLES[:1])[0].score == 0.0
+    clone = pickle.loads(pickle.dumps(client))
+    assert clone._transport.transport is None
