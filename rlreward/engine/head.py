@@ -99,3 +99,25 @@ def load_value_head(
     if not torch.isfinite(w).all() or not torch.isfinite(b).all():
         raise HeadLoadError(f"{path} holds non-finite values")
     return ValueHead(w, b)
+
+
+def save_value_head(
+    path: str | os.PathLike,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    key_prefix: str = "v_head.summary",
+) -> Path:
+    """Write a value head as Skywork ships it: ``<prefix>.weight`` [1, H] and ``<prefix>.bias`` [1].
+
+    The one writer of ``value_head.safetensors`` (make-tiny, training, bench models); what it writes
+    :func:`load_value_head` reads back exactly.
+    """
+    from safetensors.torch import save_file
+
+    weight = weight.detach().reshape(1, -1).contiguous().clone()
+    bias = bias.detach().reshape(1).contiguous().clone()
+    path = Path(path)
+    save_file(
+        {f"{key_prefix}.weight": weight, f"{key_prefix}.bias": bias}, str(path), metadata={"format": "pt"}
+    )
+    return path

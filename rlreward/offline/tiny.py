@@ -217,8 +217,9 @@ def make_tiny(out_dir: str | Path, *, seed: int = 0) -> Path:
     Returns the directory. Deterministic: the same ``seed`` gives byte-identical weights.
     """
     import torch
-    from safetensors.torch import save_file
     from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from rlreward.engine.head import save_value_head
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,9 +242,9 @@ def make_tiny(out_dir: str | Path, *, seed: int = 0) -> Path:
     processor.save_pretrained(out)
 
     hidden = config.text_config.hidden_size
-    head = {
-        "v_head.summary.weight": torch.randn(1, hidden, generator=gen) * (1.0 / hidden**0.5),
-        "v_head.summary.bias": torch.randn(1, generator=gen) * 0.1,
-    }
-    save_file(head, str(out / "value_head.safetensors"), metadata={"format": "pt"})
+    save_value_head(
+        out / "value_head.safetensors",
+        torch.randn(1, hidden, generator=gen) * (1.0 / hidden**0.5),
+        torch.randn(1, generator=gen) * 0.1,
+    )
     return out

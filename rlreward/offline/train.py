@@ -268,12 +268,11 @@ def _train(
     progress: Callable[[int, float], None] | None,
 ) -> TrainResult:
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from rlreward.engine.batching import collate
     from rlreward.engine.config import ScorerConfig
-    from rlreward.engine.head import load_value_head
+    from rlreward.engine.head import load_value_head, save_value_head
     from rlreward.engine.scorer import Scorer
 
     t0 = time.perf_counter()
@@ -336,14 +335,7 @@ def _train(
     # The backbone goes back as the full checkpoint class (lm_head untouched) so the normal loader
     # reads it; the head as the layout Skywork ships.
     full.save_pretrained(model_dir, safe_serialization=True)
-    save_file(
-        {
-            "v_head.summary.weight": head.summary.weight.detach().clone().contiguous(),
-            "v_head.summary.bias": head.summary.bias.detach().clone().contiguous(),
-        },
-        str(Path(model_dir) / "value_head.safetensors"),
-        metadata={"format": "pt"},
-    )
+    save_value_head(Path(model_dir) / "value_head.safetensors", head.summary.weight, head.summary.bias)
     del full, backbone, head, scorer
     after = pairwise_accuracy(Scorer.from_pretrained(model_dir, dtype="float32", device="cpu"), heldout)
     result = TrainResult(

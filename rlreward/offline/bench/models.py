@@ -116,15 +116,11 @@ class BenchModel:
 
 def write_random_head(path: str | Path, hidden: int, seed: int = 0) -> str:
     """Write a random ``value_head.safetensors`` (``v_head.summary.weight`` [1, H], ``.bias`` [1])."""
-    from safetensors.torch import save_file
+    from rlreward.engine.head import save_value_head
 
     gen = torch.Generator().manual_seed(seed)
-    head = {
-        "v_head.summary.weight": torch.randn(1, hidden, generator=gen) / hidden**0.5,
-        "v_head.summary.bias": torch.randn(1, generator=gen) * 0.1,
-    }
-    save_file(head, str(path), metadata={"format": "pt"})
-    return str(path)
+    weight, bias = torch.randn(1, hidden, generator=gen) / hidden**0.5, torch.randn(1, generator=gen) * 0.1
+    return str(save_value_head(path, weight, bias))
 
 
 def build_random_model(
