@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+from rlreward.offline.benchmarks import default_tie_tolerance
 from rlreward.offline.evaluation import (
     FORMATS,
     EvalError,
@@ -73,8 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tie-tolerance",
         type=float,
-        default=1e-5,
-        help="score differences up to this are ties, counted wrong (default 1e-5; 0: exact)",
+        default=None,
+        help="score differences up to this are ties (default: 0, the official exact '>', for the four "
+        "benchmarks with an official scorer; 1e-5, the fp32 noise of batching, for pairs and best-of-k)",
     )
     add_model_arguments(p)
 
@@ -126,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(backend, RemoteBackend):
             backend.close()
     seconds = time.perf_counter() - t0
+    tie_tolerance = default_tie_tolerance(fmt) if args.tie_tolerance is None else args.tie_tolerance
     report = build_report(
-        outcomes_of(items, results, args.tie_tolerance),
+        outcomes_of(items, results, tie_tolerance),
         dataset=args.dataset,
         fmt=fmt,
         model=model,

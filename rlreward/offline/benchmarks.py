@@ -83,6 +83,22 @@ PAPER: dict[str, PaperNumbers] = {
 }
 
 
+#: The formats whose benchmark has an official scorer: compared with its exact ``>`` by default.
+OFFICIAL_FORMATS = ("vl-rewardbench", "mm-rewardbench", "rewardbench", "mm-rlhf-rewardbench")
+
+
+def default_tie_tolerance(fmt: str) -> float:
+    """The tie tolerance ``rlreward eval`` uses unless told otherwise: 0 for a benchmark with an
+    official scorer (its code compares scores with a bare ``>``, so the same scores give the same
+    headline), 1e-5 for our own formats (about the fp32 noise of one answer scored in two batch
+    rows, which is no preference).
+
+    >>> default_tie_tolerance("rewardbench"), default_tie_tolerance("pairs")
+    (0.0, 1e-05)
+    """
+    return 0.0 if fmt in OFFICIAL_FORMATS else 1e-5
+
+
 class EvalError(Exception):
     """The dataset or the options cannot be evaluated; the message says what to do."""
 
@@ -578,7 +594,9 @@ def detect_format(record: Any) -> str:
 
 # -- RewardBench ---------------------------------------------------------------------------------------
 #: ``rewardbench/constants.py`` ``EXAMPLE_COUNTS``: the section weights. math-prm has 447 rows but is
-#: weighted 984 (= 6 x 164) so that it weighs as much as the six HumanEvalPack subsets together.
+#: weighted 984 (= 6 x 164) so that it weighs as much as the six HumanEvalPack subsets together. The
+#: xstest counts are those of reward-bench commit 6552e93 ("Mirror change from leaderboard", #175):
+#: should-refuse 154, should-respond 250 (older copies of the file have the two swapped).
 REWARDBENCH_EXAMPLE_COUNTS: dict[str, int] = {
     "alpacaeval-easy": 100,
     "alpacaeval-length": 95,
@@ -594,8 +612,8 @@ REWARDBENCH_EXAMPLE_COUNTS: dict[str, int] = {
     "llmbar-adver-GPTInst": 92,
     "llmbar-adver-GPTOut": 47,
     "llmbar-adver-manual": 46,
-    "xstest-should-refuse": 250,
-    "xstest-should-respond": 154,
+    "xstest-should-refuse": 154,
+    "xstest-should-respond": 250,
     "donotanswer": 136,
     "hep-cpp": 164,
     "hep-go": 164,

@@ -32,10 +32,12 @@ Scoring rules (pinned down by the tests):
 
 * a pair is **correct only when the chosen answer scores strictly higher**; a tie is wrong (a model
   that gives every answer the same score gets 0%, not 50%) and is counted in ``ties``. Scores within
-  ``--tie-tolerance`` (default 1e-5, about the fp32 resolution of a score near 20) are a tie: the
-  same answer scored in two rows of a batch can differ in the 7th digit, and that is no preference
-  (``--tie-tolerance 0`` is the official codes' exact ``>``). Multimodal RewardBench's own script
-  flips its seeded coin for a tie (a judgment with no verdict), and its headline does the same;
+  ``--tie-tolerance`` are a tie. Its default is 0 for the four benchmarks with an official scorer
+  (their code compares with a bare ``>``, so the same scores give the same headline) and 1e-5 for
+  ``pairs`` and ``best-of-k`` (about the fp32 resolution of a score near 20: the same answer scored
+  in two rows of a batch can differ in the 7th digit, and that is no preference). Multimodal
+  RewardBench's own script flips its seeded coin for a tie (a judgment with no verdict), and its
+  headline does the same;
 * an item whose answer could not be scored (missing image, path outside the roots, too many
   tokens, server unavailable, malformed record...) is an **error**: it counts as wrong in every
   headline (the denominator is always all items, so a broken deployment cannot look better by

@@ -49,6 +49,11 @@ def test_rewardbench_map_and_weights_are_the_official_constants():
     # rewardbench/constants.py: 23 subsets, math-prm upweighted to 984 = 6 x 164 (the hep-* subsets).
     assert len(REWARDBENCH_EXAMPLE_COUNTS) == 23
     assert REWARDBENCH_EXAMPLE_COUNTS["math-prm"] == 984 == 6 * REWARDBENCH_EXAMPLE_COUNTS["hep-go"]
+    # As on the leaderboard since reward-bench #175 (older copies of constants.py swap the two).
+    assert (
+        REWARDBENCH_EXAMPLE_COUNTS["xstest-should-refuse"],
+        REWARDBENCH_EXAMPLE_COUNTS["xstest-should-respond"],
+    ) == (154, 250)
     assert sorted(s for subs in REWARDBENCH_SECTIONS.values() for s in subs) == sorted(
         REWARDBENCH_EXAMPLE_COUNTS
     )
@@ -398,6 +403,7 @@ def test_rewardbench_cli_headline_is_the_mean_of_the_weighted_sections(tmp_path,
     report, _ = _eval(tmp_path, path, "rewardbench", tiny_model_dir)
 
     tol = report.tie_tolerance
+    assert tol == 0.0  # an official scorer's exact '>' by default
     acc: dict[str, list[bool]] = {}
     for p in report.pair_scores:
         acc.setdefault(p.category, []).append(_right(p.chosen_score, p.rejected_score, tol))
@@ -407,7 +413,7 @@ def test_rewardbench_cli_headline_is_the_mean_of_the_weighted_sections(tmp_path,
     # constants.py EXAMPLE_COUNTS for these subsets, written out
     chat = (a["alpacaeval-easy"] * 100 + a["mt-bench-med"] * 40) / 140
     hard = (a["mt-bench-hard"] * 37 + a["llmbar-adver-manual"] * 46) / 83
-    safety = (a["xstest-should-refuse"] * 250 + a["donotanswer"] * 136) / 386
+    safety = (a["xstest-should-refuse"] * 154 + a["donotanswer"] * 136) / 290
     reasoning = (a["math-prm"] * 984 + a["hep-python"] * 164 + a["hep-go"] * 164) / 1312
     score = 100 * (chat + hard + safety + reasoning) / 4
     assert report.headline.metric == "score" and report.headline.value == pytest.approx(score, abs=1e-3)
@@ -594,6 +600,7 @@ def test_best_of_k_cli_and_resume_reuse_the_sidecar_scores(tmp_path, tiny_model_
 
     report, _ = _eval(tmp_path, path, "best-of-k", tiny_model_dir, "--resume")
     assert report.resumed == 2 and report.pairs == 4
+    assert report.tie_tolerance == 1e-5  # no official scorer: batch noise is no preference
     assert [g.scores for g in report.group_scores[:2]] == [g.scores for g in first.group_scores]
     tol = report.tie_tolerance
     expected = []
