@@ -48,9 +48,7 @@ only in handle mode, when the first call needs it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import io
 import logging
 import os
 import random
@@ -70,7 +68,7 @@ from rlreward.errors import (
     _Fatal,
     classify_ray_error,
 )
-from rlreward.schema import ScoreResult
+from rlreward.schema import ScoreResult, image_data_uri
 
 log = logging.getLogger("rlreward.client")
 
@@ -103,12 +101,10 @@ def _jsonable(obj: Any) -> Any:
         return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(obj)).decode("ascii")
-    if type(obj).__module__.startswith("PIL.") and hasattr(obj, "save"):
-        buf = io.BytesIO()
-        obj.save(buf, format="PNG")
-        return base64.b64encode(buf.getvalue()).decode("ascii")
+    if isinstance(obj, (bytes, bytearray, memoryview)) or (
+        type(obj).__module__.startswith("PIL.") and hasattr(obj, "save")
+    ):
+        return image_data_uri(obj)
     return obj
 
 

@@ -26,6 +26,8 @@ sample's ``ScoreResult.error``; it never escapes :meth:`rlreward.engine.scorer.S
 
 from __future__ import annotations
 
+import base64
+import io
 from enum import Enum
 from typing import Any
 
@@ -117,3 +119,16 @@ class ScoreResponse(BaseModel):
 
     model: str = Field(description="The served model's id.")
     results: list[ScoreResult] = Field(description="One result per sample, same order.")
+
+
+def image_data_uri(image: Any) -> str:
+    """The one wire encoding of an in-process image: ``bytes`` → ``data:image/*;base64,...`` (the
+    encoded file as it is), a PIL image → ``data:image/png;base64,...`` (lossless, so the server sees
+    the same pixels). Raises ``TypeError`` for anything else (strings are references already)."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return "data:image/*;base64," + base64.b64encode(bytes(image)).decode("ascii")
+    if type(image).__module__.startswith("PIL.") and hasattr(image, "save"):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    raise TypeError(f"not an in-process image (bytes or PIL image): {type(image).__name__}")

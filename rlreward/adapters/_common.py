@@ -8,9 +8,7 @@ Nothing here imports torch, transformers or ray: trainer nodes only need the cli
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
-import io
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -18,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlreward.schema import ErrorCode, ScoreResult
+from rlreward.schema import ErrorCode, ScoreResult, image_data_uri
 
 __all__ = ["ClientSpec", "ClientHolder", "wire_image", "score_async", "score_sync", "failed_all"]
 
@@ -193,7 +191,7 @@ def wire_image(ref: Any, memo: dict[int, Any] | None = None) -> Any:
         return memo[id(ref)][1]
     out: Any
     if isinstance(ref, (bytes, bytearray, memoryview)):
-        out = "data:image/*;base64," + base64.b64encode(bytes(ref)).decode("ascii")
+        out = image_data_uri(ref)
     elif isinstance(ref, dict):
         # Encoded bytes first (smallest, exactly what was decoded for the policy), then the decoded
         # image itself, then a path (which the server must be allowed to read).
@@ -206,9 +204,7 @@ def wire_image(ref: Any, memo: dict[int, Any] | None = None) -> Any:
         else:
             out = ref  # let the server say what is wrong with it
     elif type(ref).__module__.startswith("PIL."):
-        buf = io.BytesIO()
-        ref.save(buf, format="PNG")
-        out = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        out = image_data_uri(ref)
     else:
         out = ref
     if memo is not None:

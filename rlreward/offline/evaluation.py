@@ -61,8 +61,6 @@ has some, with the effective preprocessing settings of the scorer or server that
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import math
@@ -99,7 +97,7 @@ from rlreward.offline.benchmarks import (
     vl_rewardbench_key,
     vl_rewardbench_official,
 )
-from rlreward.schema import ErrorCode, ScoreResult
+from rlreward.schema import ErrorCode, ScoreResult, image_data_uri
 
 log = logging.getLogger("rlreward")
 
@@ -593,18 +591,11 @@ class RemoteBackend:
         self._answered = False
 
     def _inline(self, ref: Any) -> str:
-        from PIL import Image
-
         from rlreward.engine.media import read_bytes
 
         if isinstance(ref, str) and ref.startswith(("data:", "http://", "https://")):
             return ref  # the server applies its own URL policy
-        data = read_bytes(ref, self.policy, self.limits)
-        if isinstance(data, Image.Image):
-            buf = io.BytesIO()
-            data.save(buf, "PNG")
-            data = buf.getvalue()
-        return base64.b64encode(data).decode("ascii")
+        return image_data_uri(read_bytes(ref, self.policy, self.limits))
 
     def _wire(self, sample: dict) -> dict:
         if "messages" not in sample:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import random
 from dataclasses import dataclass
 from typing import Any
 
 from rlreward.errors import UsageError as CliError
+from rlreward.schema import image_data_uri as schema_image_data_uri
 
 
 # -- workloads ---------------------------------------------------------------------------------------
@@ -54,9 +53,7 @@ def image_data_uri(visual_tokens: int, seed: int) -> str:
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(rows * 2, cols * 2, 3), dtype=np.uint8)
     arr = blocks.repeat(14, axis=0).repeat(14, axis=1)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return schema_image_data_uri(Image.fromarray(arr))
 
 
 def make_workload(
