@@ -5,11 +5,19 @@ Contract (what callers and Serve see):
 * ``__init__`` loads the :class:`~rlreward.engine.scorer.Scorer` and runs a warm-up forward pass (text and
   an image) before the replica takes traffic; a model that cannot score fails the deployment.
 * ``await score(samples) -> list[ScoreResult]``: ``results[i]`` belongs to ``samples[i]``; it never
-  raises for bad samples (they get their error result). The unit of batching is one **sample**:
-  each is prepared (decode, resize, tokenise) in a thread pool, then queued into a ``@serve.batch``
-  method whose ``batch_size_fn`` counts padded tokens, so samples of concurrent requests (OpenRLHF
-  and verl send one per request) share forward passes. The forward pass runs in a worker thread
-  (``asyncio.to_thread``); the event loop never blocks on the model.
+  raises for bad samples (they get their error result). Each request's handler awaits its own
+  samples' futures, so Serve's accounting (ongoing requests, ``max_ongoing_requests``, backpressure)
+  counts requests exactly as before.
+* **Continuous batching.** The unit of batching is one **sample**. A request's samples are prepared
+  (decode, resize, tokenise) in a thread pool — also while a forward pass runs — and, once all of them
+  are ready, queued together. One engine task per replica runs forward passes back to back: the moment
+  the device frees it cuts the next batch from everything queued (see :func:`cut_batch`: oldest first,
+  samples of one prefix group — a GRPO prompt — kept adjacent, up to the ``max_batch_tokens`` padded
+  budget and ``max_batch_size``, then the rest of any group it started), so samples of concurrent
+  requests (OpenRLHF and verl send one per request) and of one group sent in separate requests share
+  a forward pass and its prefix. There is no wait while the device is busy; when it is idle, the first
+  queued sample waits at most ``batch_wait_timeout_s`` (0 = runs at once) for others. The forward
+  pass runs in a worker thread (``asyncio.to_thread``); the event loop never blocks on the model.
 * ``check_health`` fails when the device cannot score a probe sample, or a forward pass has run for
   longer than ``stuck_forward_s``; Serve then replaces the replica.
 * ``record_autoscaling_stats`` reports ``backlog_samples`` (samples accepted, not yet answered);
@@ -34,6 +42,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -57,8 +66,56 @@ class _Slot:
     max_samples: int
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A queued sample: its prepared form, the future its request awaits, and its prefix-group key."""
+
+    prepared: Any  # rlreward.engine.preprocess.PreparedSample
+    future: asyncio.Future
+    request: int
+    group: Hashable
+    enqueued: float  # time.monotonic()
+
+
+def cut_batch(
+    queue: Sequence[_Pending], budget_tokens: int, max_samples: int
+) -> tuple[list[_Pending], list[_Pending]]:
+    """Split ``queue`` (arrival order) into the next batch and what stays queued (order kept).
+
+    Samples whose future is already done (their request was cancelled) are dropped. The batch takes
+    samples in the order of their group's first arrival (samples of one group adjacent, oldest group
+    first) while :func:`batch_cost` of the batch stays within ``budget_tokens`` and ``max_samples``; the
+    first sample is always taken. Then every other queued member of a group the batch has started joins
+    it (up to ``max_samples``), so a group is split only by the sample cap or when the group alone is
+    over the budget (the scorer still plans its forward passes under its own token budget).
+    """
+    live = [p for p in queue if not p.future.done()]
+    order: dict[Hashable, list[_Pending]] = {}
+    for p in live:
+        order.setdefault(p.group, []).append(p)
+    ranked = [p for members in order.values() for p in members]
+    batch: list[_Pending] = []
+    longest = 0
+    for p in ranked:
+        n = p.prepared.num_tokens
+        rows = len(batch) + 1
+        if batch and (rows > max_samples or max(longest, n) * rows > budget_tokens):
+            break
+        batch.append(p)
+        longest = max(longest, n)
+    taken = {id(p) for p in batch}
+    started = {p.group for p in batch}
+    for p in ranked:
+        if len(batch) >= max_samples:
+            break
+        if id(p) not in taken and p.group in started:
+            batch.append(p)
+            taken.add(id(p))
+    return batch, [p for p in live if id(p) not in taken]
+
+
 def batch_cost(slots: list[_Slot]) -> int:
-    """``batch_size_fn`` of the replica batch: padded tokens (longest sample x samples).
+    """Cost of a replica batch: padded tokens (longest sample x samples); :func:`cut_batch` cuts by it.
 
     A batch with more samples than allowed costs more than any budget; a single sample never costs
     more than the budget, so an over-long sample still runs (alone) instead of being refused.
@@ -75,14 +132,6 @@ def batch_cost(slots: list[_Slot]) -> int:
     return longest * n
 
 
-class _DropBatchSizeWarning(logging.Filter):
-    """Serve warns when ``max_batch_size`` exceeds ``max_ongoing_requests``. Our batch size is a
-    token budget over *samples* (many per request), so the comparison does not apply."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "is larger than `max_ongoing_requests`" not in record.getMessage()
-
-
 class RewardReplica:
     """Serve deployment class (decorated below). See the module docstring for the contract."""
 
@@ -93,7 +142,6 @@ class RewardReplica:
         from rlreward.engine.preprocess import PreparedSample
         from rlreward.engine.scorer import Scorer
 
-        logging.getLogger("ray.serve").addFilter(_DropBatchSizeWarning())
         self._prepared_type = PreparedSample
         config = ScorerConfig.model_validate(scorer_config)
         t0 = time.perf_counter()
@@ -109,6 +157,12 @@ class RewardReplica:
         self._recent: deque[dict[str, int]] = deque(maxlen=_RECENT_BATCHES)
         self._budget_tokens = config.batching.max_batch_tokens
         self._max_samples = config.batching.max_batch_size
+        self._batch_wait_s = 0.01
+        # Continuous batching: queued samples and the engine task that drains them (one per event loop).
+        self._queue: list[_Pending] = []
+        self._wake: asyncio.Event | None = None
+        self._engine_task: asyncio.Task | None = None
+        self._engine_loop: asyncio.AbstractEventLoop | None = None
         # Warm-up before traffic: compile kernels, allocate, and prove the model scores.
         self._probe = self.scorer.prepare(_probe_sample())
         if not isinstance(self._probe, PreparedSample):
@@ -129,8 +183,7 @@ class RewardReplica:
         batching = self.scorer.config.batching
         self._max_samples = int(user_config.get("max_batch_size") or batching.max_batch_size)
         self._budget_tokens = int(user_config.get("max_batch_tokens") or batching.max_batch_tokens)
-        self._score_batch.set_max_batch_size(self._budget_tokens)
-        self._score_batch.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.01)))
+        self._batch_wait_s = float(user_config.get("batch_wait_timeout_s", 0.01))
 
     def _init_metrics(self) -> None:
         from ray.serve import metrics
@@ -185,14 +238,7 @@ class RewardReplica:
                 *(loop.run_in_executor(self._pool, self.scorer.prepare, s) for s in samples)
             )
             request = next(self._requests)
-            results = await asyncio.gather(
-                *(
-                    self._score_batch(_Slot(p, request, self._budget_tokens, self._max_samples))
-                    if isinstance(p, self._prepared_type)
-                    else _ready(p)
-                    for p in prepared
-                )
-            )
+            results = await self._submit(request, prepared)
         finally:
             self._backlog -= n
             self._m_backlog.set(self._backlog)
@@ -200,8 +246,87 @@ class RewardReplica:
         self._m_request.observe((time.perf_counter() - t0) * 1000)
         return list(results)
 
-    @serve.batch(max_batch_size=16384, batch_wait_timeout_s=0.01, batch_size_fn=batch_cost)
-    async def _score_batch(self, slots: list[_Slot]) -> list[ScoreResult]:
+    # -- continuous batching engine ---------------------------------------------------------------
+    def _group_key(self, p: Any, request: int, i: int) -> Hashable:
+        """Samples that may share a prefix (same images, same first tokens) get the same key."""
+        bc = self.scorer.config.batching
+        if not bc.prefix_sharing or p.has_video or p.num_tokens <= bc.min_shared_prefix_tokens:
+            return ("alone", request, i)
+        return (tuple(p.image_digests), tuple(p.input_ids[: bc.min_shared_prefix_tokens].tolist()))
+
+    def _ensure_engine(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._engine_loop is not loop:
+            # A new event loop (in-process use: one asyncio.run per call); futures of another loop
+            # cannot be awaited here, and that loop's requests have all returned.
+            self._engine_loop, self._queue, self._wake = loop, [], asyncio.Event()
+            self._engine_task = None
+        if self._engine_task is None or self._engine_task.done():
+            self._engine_task = loop.create_task(self._engine(), name="rlreward-engine")
+
+    async def _submit(self, request: int, prepared: list[Any]) -> list[ScoreResult]:
+        """Queue a request's prepared samples together and await their results (errors pass through)."""
+        self._ensure_engine()
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        waits: list[asyncio.Future | ScoreResult] = []
+        for i, p in enumerate(prepared):
+            if isinstance(p, self._prepared_type):
+                fut = loop.create_future()
+                self._queue.append(_Pending(p, fut, request, self._group_key(p, request, i), now))
+                waits.append(fut)
+            else:
+                waits.append(p)
+        self._wake.set()  # type: ignore[union-attr]
+        futures = [w for w in waits if isinstance(w, asyncio.Future)]
+        try:
+            if futures:
+                await asyncio.gather(*futures)
+        except BaseException:
+            for f in futures:  # cancelled request: the engine drops its queued samples
+                f.cancel()
+            raise
+        return [w.result() if isinstance(w, asyncio.Future) else w for w in waits]
+
+    async def _engine(self) -> None:
+        """Run forward passes back to back while samples are queued (see the module docstring)."""
+        wake = self._wake
+        assert wake is not None
+        while True:
+            if not self._queue:
+                wake.clear()
+                await wake.wait()
+                continue
+            if self._batch_wait_s > 0:
+                # The device is idle: the first queued sample waits at most batch_wait_timeout_s.
+                deadline = self._queue[0].enqueued + self._batch_wait_s
+                while time.monotonic() < deadline and not self._queue_full():
+                    wake.clear()
+                    try:
+                        await asyncio.wait_for(wake.wait(), max(0.0, deadline - time.monotonic()))
+                    except asyncio.TimeoutError:
+                        break
+            batch, self._queue = cut_batch(self._queue, self._budget_tokens, self._max_samples)
+            if not batch:
+                continue
+            try:
+                results = await self._score_batch(batch)
+            except Exception as exc:  # _score_batch isolates failures; never let the engine die
+                log.exception("replica engine failed on a batch of %d samples", len(batch))
+                results = [ScoreResult.failed(ErrorCode.INTERNAL, f"batch failed: {exc}")] * len(batch)
+            for p, r in zip(batch, results):
+                if not p.future.done():
+                    p.future.set_result(r)
+            # Let handlers whose futures resolved run, and preparation results queue, before the next cut.
+            await asyncio.sleep(0)
+
+    def _queue_full(self) -> bool:
+        live = [p for p in self._queue if not p.future.done()]
+        if len(live) >= self._max_samples:
+            return True
+        return max((p.prepared.num_tokens for p in live), default=0) * len(live) >= self._budget_tokens
+
+    async def _score_batch(self, slots: list[_Pending]) -> list[ScoreResult]:
         items = [s.prepared for s in slots]
         t0 = time.perf_counter()
         try:
@@ -220,6 +345,7 @@ class RewardReplica:
             {
                 "samples": len(items),
                 "requests": len({s.request for s in slots}),
+                "groups": len({s.group for s in slots}),
                 "tokens": tokens,
                 "padded_tokens": padded,
                 "ms": round(elapsed_ms, 2),
@@ -286,7 +412,9 @@ class RewardReplica:
             "recent_batches": list(self._recent),
             "max_batch_tokens": self._budget_tokens,
             "max_batch_size": self._max_samples,
-            "batch_wait_timeout_s": self._score_batch._get_batch_wait_timeout_s(),
+            "batch_wait_timeout_s": self._batch_wait_s,
+            "queued_samples": len(self._queue),
+            "cpu_s": _process_cpu_s(),
         }
 
     def info(self) -> dict[str, Any]:
@@ -298,8 +426,12 @@ class RewardReplica:
         }
 
 
-async def _ready(result: ScoreResult) -> ScoreResult:
-    return result
+def _process_cpu_s() -> float:
+    """CPU seconds (user + system, all threads) this replica process has used."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _sync_device(device: Any) -> None:
