@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from rlreward.schema import ErrorCode, ScoreResult, image_data_uri
 
@@ -29,8 +29,10 @@ ENV_API_KEY = "RLREWARD_API_KEY"
 class ClientSpec(BaseModel):
     """How an adapter reaches the reward server. Plain data: it pickles and crosses Ray boundaries.
 
-    Exactly one of ``url`` (HTTP, from anywhere) and ``app_name`` (a Ray Serve handle, from inside the
-    serving Ray cluster; no HTTP hop) is used. With neither, ``$RLREWARD_URL`` then
+    The one options model of the connection, shared by every trainer: ``OpenRLHFOptions`` and
+    ``VerlRewardOptions`` extend it with their own fields, TRL's reward functions take the same
+    keywords. Exactly one of ``url`` (HTTP, from anywhere) and ``app_name`` (a Ray Serve handle, from
+    inside the serving Ray cluster; no HTTP hop) is used. With neither, ``$RLREWARD_URL`` then
     ``$RLREWARD_APP_NAME`` are read when the client is built (so a spec made on the driver can be
     completed by a worker's environment).
 
@@ -46,8 +48,10 @@ class ClientSpec(BaseModel):
     app_name: str | None = Field(default=None, description="Ray Serve application name (in-cluster handle).")
     api_key: str | None = Field(default=None, description="Bearer token; default: $RLREWARD_API_KEY if set.")
     timeout_s: float = Field(default=300.0, gt=0, description="Per-request timeout of the client, seconds.")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="Further RewardClient keyword arguments (retries, chunk_size, ...)."
+    client_options: dict[str, Any] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("client_options", "options"),
+        description="Further RewardClient keyword arguments (retry budget, chunk_size, ...).",
     )
 
     @model_validator(mode="after")
@@ -64,7 +68,7 @@ class ClientSpec(BaseModel):
                 "no reward server address: pass url='http://host:8000' (or app_name='rlreward' inside the "
                 f"Ray cluster), or set ${ENV_URL} / ${ENV_APP} on the trainer's workers"
             )
-        kwargs: dict[str, Any] = {"timeout_s": self.timeout_s, **self.options}
+        kwargs: dict[str, Any] = {"timeout_s": self.timeout_s, **self.client_options}
         if url:
             kwargs["url"] = url
             key = self.api_key or os.environ.get(ENV_API_KEY)
@@ -73,6 +77,10 @@ class ClientSpec(BaseModel):
         else:
             kwargs["app_name"] = app
         return kwargs
+
+    def client_spec(self) -> ClientSpec:
+        """Only the connection (what a :class:`ClientHolder` keeps), without a subclass' fields."""
+        return ClientSpec.model_validate(self.model_dump(include=set(ClientSpec.model_fields)))
 
     def build_sync(self) -> Any:
         """A new :class:`rlreward.client.RewardClient`."""

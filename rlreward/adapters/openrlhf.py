@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from rlreward.adapters._common import (
     ClientHolder,
@@ -85,24 +85,12 @@ ENV_OPTIONS = "RLREWARD_OPENRLHF"
 ScoreFn = Callable[[list[dict]], Awaitable[list[ScoreResult]]]
 
 
-class OpenRLHFOptions(BaseModel):
-    """How queries become samples and results become OpenRLHF rewards."""
+class OpenRLHFOptions(ClientSpec):
+    """How queries become samples and results become OpenRLHF rewards (plus :class:`ClientSpec`'s
+    connection fields: ``url`` / ``app_name``, ``api_key``, ``timeout_s``, ``client_options``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str | None = Field(
-        default=None, description="Server for reward_func / agent forms (or $RLREWARD_URL)."
-    )
-    app_name: str | None = Field(
-        default=None, description="Ray Serve app name, when OpenRLHF runs in its cluster."
-    )
-    api_key: str | None = Field(default=None, description="Bearer token (default $RLREWARD_API_KEY).")
     timeout_s: float = Field(
         default=170.0, gt=0, description="Client timeout; OpenRLHF gives up after 180 s."
-    )
-    client_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Further RewardClient arguments (retries, backoff_s, chunk_size, ...).",
     )
     fallback_reward: float = Field(
         default=0.0, description="Stands in for the model score of a failed sample."
@@ -139,15 +127,6 @@ class OpenRLHFOptions(BaseModel):
     def from_env(cls) -> OpenRLHFOptions:
         """Options from ``$RLREWARD_OPENRLHF`` (JSON; defaults when unset)."""
         return _options_from_json(os.environ.get(ENV_OPTIONS, ""))
-
-    def client_spec(self) -> ClientSpec:
-        return ClientSpec(
-            url=self.url,
-            app_name=self.app_name,
-            api_key=self.api_key,
-            timeout_s=self.timeout_s,
-            options=self.client_options,
-        )
 
     @property
     def needs_answer(self) -> bool:

@@ -161,7 +161,11 @@ class _Base:
             None
             if client_factory is not None
             else ClientSpec(
-                url=url, app_name=app_name, api_key=api_key, timeout_s=timeout_s, options=client_options or {}
+                url=url,
+                app_name=app_name,
+                api_key=api_key,
+                timeout_s=timeout_s,
+                client_options=client_options or {},
             )
         )
         self._clients = ClientHolder(spec, client_factory)

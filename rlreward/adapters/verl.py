@@ -60,7 +60,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from rlreward.adapters._common import ClientHolder, ClientSpec, as_list, failed_all, score_async, wire_image
 from rlreward.rewards import RewardComposition, RewardParts
@@ -75,20 +75,11 @@ _VERL_KWARGS = {"reward_router_address", "reward_model_tokenizer"}
 _IMAGE_TAG = re.compile(r"(<image>)")
 
 
-class VerlRewardOptions(BaseModel):
-    """What ``reward_kwargs`` may set. Unknown keys are an error (a typo must not train silently)."""
+class VerlRewardOptions(ClientSpec):
+    """What ``reward_kwargs`` may set: :class:`ClientSpec`'s connection fields (``url`` /
+    ``app_name``, ``api_key``, ``timeout_s``, ``client_options``) and the fields below. Unknown keys
+    are an error (a typo must not train silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str | None = Field(default=None, description="HTTP base URL of the rlreward app (or $RLREWARD_URL).")
-    app_name: str | None = Field(
-        default=None, description="Ray Serve app name, if verl runs in the serving cluster."
-    )
-    api_key: str | None = Field(default=None, description="Bearer token (default $RLREWARD_API_KEY).")
-    timeout_s: float = Field(default=300.0, gt=0, description="Client timeout per request, seconds.")
-    client_options: dict[str, Any] = Field(
-        default_factory=dict, description="Further RewardClient arguments (retries, backoff_s, ...)."
-    )
     fallback_score: float = Field(
         default=0.0, description="Stands in for the model score of a sample that could not be scored."
     )
@@ -104,15 +95,6 @@ class VerlRewardOptions(BaseModel):
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> VerlRewardOptions:
         return cls.model_validate({k: _plain(v) for k, v in dict(kwargs).items() if k not in _VERL_KWARGS})
-
-    def client_spec(self) -> ClientSpec:
-        return ClientSpec(
-            url=self.url,
-            app_name=self.app_name,
-            api_key=self.api_key,
-            timeout_s=self.timeout_s,
-            options=self.client_options,
-        )
 
     def composition(self) -> RewardComposition:
         return RewardComposition(
