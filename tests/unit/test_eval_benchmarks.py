@@ -660,3 +660,39 @@ def test_rewardbench_folder_reads_the_filtered_split_by_default(tmp_path):
     items, fmt, _ = load_items(str(tmp_path), "rewardbench")
     assert fmt == "rewardbench" and len(items) == 3
     assert len(load_items(str(tmp_path), "rewardbench", split="raw")[0]) == 5
+
+
+def test_video_pairs_through_a_server_score_like_in_process(tmp_path, scorer):
+    """--url: the frames of a video pair are read here and sent inline in the messages form."""
+    from rlreward.engine.config import MediaPolicy
+    from rlreward.engine.scorer import Scorer
+    from rlreward.offline.evaluation import RemoteBackend, load_items, score_items
+    from tests.conftest import noise_png
+    from tests.unit.test_eval_cli import _ScoreServer
+
+    (tmp_path / "clip").mkdir()
+    for k in range(4):
+        (tmp_path / "clip" / f"{k:03d}.png").write_bytes(noise_png(70 + k, (56, 56)))
+    rows = [
+        {"id": "folder", "prompt": "What moves?", "video": "clip", "chosen": "a ball", "rejected": "nothing"},
+        {
+            "id": "list",
+            "prompt": "What moves?",
+            "video": ["clip/000.png", "clip/001.png"],
+            "chosen": "x",
+            "rejected": "y",
+        },
+    ]
+    path = _write_jsonl(tmp_path / "video.jsonl", rows)
+    items, fmt, base = load_items(str(path))
+    assert fmt == "pairs" and items[0].video == [f"clip/{k:03d}.png" for k in range(4)]
+    cfg = scorer.config.model_copy(update={"media": MediaPolicy(image_roots=[str(base)])})
+    local = score_items(items, Scorer(cfg, scorer.backbone, scorer.processor, scorer.head))
+    with _ScoreServer(scorer) as server:  # no image roots there: only inline frames can be scored
+        remote_backend = RemoteBackend(server.url, None, MediaPolicy(image_roots=[str(base)]))
+        remote = score_items(items, remote_backend)
+        remote_backend.close()
+        assert server.samples_seen == 4
+    for lr, rr in zip(local, remote):
+        assert all(a.ok and b.ok for a, b in zip(lr, rr)), (lr, rr)
+        assert [a.score for a in lr] == pytest.approx([b.score for b in rr], abs=1e-5)
