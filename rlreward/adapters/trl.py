@@ -44,7 +44,7 @@ from rlreward.adapters._common import (
     score_sync,
     wire_image,
 )
-from rlreward.rewards import RewardComposition, accuracy_reward, format_reward
+from rlreward.rewards import RewardComposition, accuracy_reward
 from rlreward.schema import ScoreResult
 
 __all__ = [
@@ -249,7 +249,12 @@ def answer_accuracy_reward(
 def think_format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     """TRL reward: 1.0 when the completion is a ``<think>…</think>`` block followed by an answer.
 
+    TRL's own :func:`trl.rewards.think_format_reward`, also for plain-text completions (TRL's
+    expects conversational ones).
+
     >>> think_format_reward([[{"role": "assistant", "content": "<think>hm</think> B"}], "B"])
     [1.0, 0.0]
     """
-    return [format_reward(_completion_text(c)) for c in completions]
+    from trl.rewards import think_format_reward as trl_think_format_reward
+
+    return trl_think_format_reward([[{"content": _completion_text(c)}] for c in completions])
