@@ -161,8 +161,8 @@ class Pair:
         return tuple(_sample(self.prompt, self.images, self.video, a) for a in (self.chosen, self.rejected))
 
     def fingerprint(self) -> str:
-        """Identifies the item's content (for ``--resume``): id, prompt and answers."""
-        return _fingerprint(self.id, self.prompt, self.responses)
+        """Identifies the item's content (for ``--resume``): id, prompt, answers, images, video."""
+        return _fingerprint(self.id, self.prompt, self.responses, [self.images, self.video])
 
 
 @dataclass
@@ -195,16 +195,24 @@ class Group:
         return tuple(_sample(self.prompt, self.images, self.video, a) for a in self.responses)
 
     def fingerprint(self) -> str:
-        return _fingerprint(self.id, self.prompt, self.responses)
+        """As :meth:`Pair.fingerprint`."""
+        return _fingerprint(self.id, self.prompt, self.responses, [self.images, self.video])
 
 
 Item = Pair | Group
 
 
-def _fingerprint(rid: str, prompt: Any, responses: Sequence[str]) -> str:
+def _fingerprint(rid: str, prompt: Any, responses: Sequence[str], media: Any = None) -> str:
+    """A short hash of what is scored: id, prompt, answers and the image/video references (raw bytes
+    by their own hash; an in-memory image by its id, so it is never taken for another one)."""
     import hashlib
 
-    text = json.dumps([rid, prompt, list(responses)], sort_keys=True, default=str, ensure_ascii=False)
+    def ref(v: Any) -> str:
+        if isinstance(v, (bytes, bytearray)):
+            return "sha256:" + hashlib.sha256(v).hexdigest()
+        return f"{type(v).__name__}@{id(v)}"
+
+    text = json.dumps([rid, prompt, list(responses), media], sort_keys=True, default=ref, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

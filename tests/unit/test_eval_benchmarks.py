@@ -344,6 +344,22 @@ def test_video_pairs_take_frames_or_a_file_through_the_sample_schema():
     assert plain.samples()[0] == {"prompt": "q", "response": "a", "images": ["i.png"]}
 
 
+def test_resume_fingerprint_covers_the_images_and_the_video():
+    base = {"id": "1", "prompt": "q", "chosen": "a", "rejected": "b"}
+    a, b, c, d, e = records_to_items(
+        [
+            {**base, "image": "x.png"},
+            {**base, "image": "y.png"},
+            {**base, "image": b"\x89PNG one"},
+            {**base, "image": b"\x89PNG two"},
+            {**base, "video": "clip.mp4"},
+        ],
+        "pairs",
+    )
+    assert len({p.fingerprint() for p in (a, b, c, d, e)}) == 5
+    assert a.fingerprint() == records_to_items([{**base, "image": "x.png"}], "pairs")[0].fingerprint()
+
+
 def test_format_detection_for_every_benchmark_schema():
     assert detect_format({"id": "x", "query": "q", "response": [], "human_ranking": []}) == "vl-rewardbench"
     assert detect_format({"ID": "x", "Output1": "", "Output2": "", "Better": ""}) == "mm-rewardbench"
