@@ -49,6 +49,7 @@ from typing import Any
 
 from ray import serve
 
+from rlreward.engine.protocol import ScoringEngine
 from rlreward.schema import ErrorCode, ScoreResult
 
 log = logging.getLogger("rlreward")
@@ -136,16 +137,22 @@ class RewardReplica:
     """Serve deployment class (decorated below). See the module docstring for the contract."""
 
     def __init__(
-        self, scorer_config: dict[str, Any], preprocess_threads: int = 4, stuck_forward_s: float = 600.0
+        self,
+        scorer_config: dict[str, Any],
+        preprocess_threads: int = 4,
+        stuck_forward_s: float = 600.0,
+        engine: ScoringEngine | None = None,
     ):
-        from rlreward.engine.config import ScorerConfig
-        from rlreward.engine.preprocess import PreparedSample
-        from rlreward.engine.scorer import Scorer
-
-        self._prepared_type = PreparedSample
-        config = ScorerConfig.model_validate(scorer_config)
+        """``engine`` (tests): a ready :class:`~rlreward.engine.protocol.ScoringEngine` to serve
+        instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``."""
         t0 = time.perf_counter()
-        self.scorer = Scorer.from_config(config)
+        if engine is None:
+            from rlreward.engine.config import ScorerConfig
+            from rlreward.engine.scorer import Scorer
+
+            engine = Scorer.from_config(ScorerConfig.model_validate(scorer_config))
+        self.scorer = engine
+        config = engine.config
         self._pool = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="rlreward-prepare")
         self._device_lock = threading.Lock()  # score_prepared owns the device: one caller at a time
         self._stuck_forward_s = stuck_forward_s
@@ -165,7 +172,7 @@ class RewardReplica:
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         # Warm-up before traffic: compile kernels, allocate, and prove the model scores.
         self._probe = self.scorer.prepare(_probe_sample())
-        if not isinstance(self._probe, PreparedSample):
+        if isinstance(self._probe, ScoreResult):
             raise RuntimeError(f"the warm-up sample could not be prepared: {self._probe.error}")
         self._check_device()
         self._init_metrics()
@@ -226,8 +233,14 @@ class RewardReplica:
     # -- scoring ----------------------------------------------------------------------------------
     async def score(self, samples: list[Any]) -> list[ScoreResult]:
         """Score ``samples``; ``results[i]`` belongs to ``samples[i]``. Never raises for bad input."""
+        results, _ = await self.score_with_tokens(samples)
+        return results
+
+    async def score_with_tokens(self, samples: list[Any]) -> tuple[list[ScoreResult], list[int]]:
+        """:meth:`score`, plus each sample's token count (0 where preprocessing failed): the
+        ``usage`` the vLLM-style routes report."""
         if not isinstance(samples, (list, tuple)):
-            return [ScoreResult.failed(ErrorCode.INVALID_SAMPLE, "samples must be a list")]
+            return [ScoreResult.failed(ErrorCode.INVALID_SAMPLE, "samples must be a list")], [0]
         t0 = time.perf_counter()
         n = len(samples)
         self._backlog += n
@@ -244,7 +257,8 @@ class RewardReplica:
             self._m_backlog.set(self._backlog)
         self._account(results)
         self._m_request.observe((time.perf_counter() - t0) * 1000)
-        return list(results)
+        tokens = [p.num_tokens if not isinstance(p, ScoreResult) else 0 for p in prepared]
+        return list(results), tokens
 
     # -- continuous batching engine ---------------------------------------------------------------
     def _group_key(self, p: Any, request: int, i: int) -> Hashable:
@@ -271,7 +285,7 @@ class RewardReplica:
         now = time.monotonic()
         waits: list[asyncio.Future | ScoreResult] = []
         for i, p in enumerate(prepared):
-            if isinstance(p, self._prepared_type):
+            if not isinstance(p, ScoreResult):
                 fut = loop.create_future()
                 self._queue.append(_Pending(p, fut, request, self._group_key(p, request, i), now))
                 waits.append(fut)
