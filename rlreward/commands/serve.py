@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (0.0.0.0 to serve other machines)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument(
-        "--api-key", default=None, help="require this bearer token (default: config / $RLREWARD_API_KEY)"
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help="require the bearer token written on the first line of this file (or set $RLREWARD_API_KEY)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require this bearer token; visible to every user of this machine in `ps`: prefer "
+        "$RLREWARD_API_KEY or --api-key-file",
     )
     p.add_argument(
         "--address",
@@ -53,9 +63,14 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         data["name"] = args.name
     if args.route_prefix:
         data["route_prefix"] = args.route_prefix
+    key_file = getattr(args, "api_key_file", None)
     key = args.api_key or os.environ.get("RLREWARD_API_KEY")
     if key:
         data["http"]["api_key"] = key
+    elif key_file:
+        if not Path(key_file).expanduser().is_file():
+            raise ValueError(f"--api-key-file {key_file}: no such file")
+        data["http"]["api_key_file"] = str(Path(key_file).expanduser().resolve())
     if args.num_replicas is not None:
         data["replica"]["num_replicas"] = args.num_replicas
         data["replica"]["autoscaling"] = None
@@ -106,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
+    if args.api_key:
+        print(
+            "rlreward: warning: --api-key is visible to every user of this machine (ps); "
+            "prefer RLREWARD_API_KEY=... or --api-key-file PATH",
+            file=sys.stderr,
+            flush=True,
+        )
     if not Path(cfg.scorer.model).is_dir() and cfg.scorer.model.startswith((".", "/", "~")):
         raise CliError(
             f"model directory {cfg.scorer.model} does not exist (build one: rlreward make-tiny DIR)"
@@ -118,7 +140,13 @@ def run(args: argparse.Namespace) -> int:
     # "local" starts a fresh cluster; None would join whichever local cluster started last.
     ray.init(address=args.address or "local", log_to_driver=False)
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(*_: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop now
+            os._exit(130)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         deploy(cfg)
@@ -126,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://{host}:{port}" + (cfg.route_prefix or "").rstrip("/")
         print(f"rlreward: serving {cfg.served_model_name}", flush=True)
         print(
-            f"  HTTP:   {url}/v1/score  (health: {url}/health){'  [bearer token required]' if cfg.http.api_key else ''}"
+            f"  HTTP:   {url}/v1/score  (health: {url}/health)"
+            + ("  [bearer token required]" if cfg.http.api_key or cfg.http.api_key_file else "")
             if cfg.route_prefix is not None
             else "  HTTP:   off (route_prefix: null)",
             flush=True,
@@ -140,10 +169,12 @@ def run(args: argparse.Namespace) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
         try:
-            if started:
-                serve.shutdown()
-            else:
-                serve.delete(cfg.name)  # leave the rest of a shared cluster alone
+            # A cluster this command started goes down with ray.shutdown(), replicas included:
+            # serve.shutdown() would first wait for every replica's graceful drain and the controller
+            # (~40 s, "Controller failed to shut down within 30s"). On a shared cluster only this app
+            # is deleted.
+            if not started:
+                serve.delete(cfg.name)
         finally:
             ray.shutdown()
     return 0

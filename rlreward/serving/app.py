@@ -20,6 +20,7 @@ from rlreward.serving.config import (
     INGRESS_DEPLOYMENT,
     REPLICA_DEPLOYMENT,
     AppConfig,
+    api_key_digest,
     load_app_config,
     resolve_api_key,
 )
@@ -56,9 +57,12 @@ def build_app(args: dict[str, Any]) -> Application:
             stuck_forward_s=cfg.replica.stuck_forward_s,
         )
     )
+    # The key itself never goes into the deployment's arguments (Ray's dashboard shows them): the
+    # ingress gets a salted digest, or, when the key is not readable here, the env-var name / file
+    # path to read it from on its own node.
     http = cfg.http
     key = resolve_api_key(http)
-    http = http.model_copy(update={"api_key": key})
+    http = http.model_copy(update={"api_key": None})
     ingress = (
         serve.deployment(RewardIngressASGI)
         .options(
@@ -67,7 +71,12 @@ def build_app(args: dict[str, Any]) -> Application:
             ray_actor_options={"num_cpus": http.ingress.num_cpus},
             max_ongoing_requests=http.ingress.max_ongoing_requests,
         )
-        .bind(replica, http_options=http.model_dump(), model_name=cfg.served_model_name)
+        .bind(
+            replica,
+            http_options=http.model_dump(),
+            model_name=cfg.served_model_name,
+            api_key_digest=api_key_digest(key) if key else None,
+        )
     )
     log.info(
         "rlreward app %r: model=%s replicas=%s batching=%s auth=%s",
@@ -75,7 +84,7 @@ def build_app(args: dict[str, Any]) -> Application:
         cfg.scorer.model,
         cfg.replica.autoscaling.model_dump() if cfg.replica.autoscaling else cfg.replica.num_replicas,
         cfg.batching.model_dump(),
-        "on" if key or http.api_key_env else "off",
+        "on" if key or http.api_key_env or http.api_key_file else "off",
     )
     return ingress
 

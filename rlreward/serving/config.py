@@ -234,12 +234,20 @@ class HttpOptions(_Model):
     """The HTTP API: auth and whole-request limits."""
 
     api_key: str | None = Field(
-        default=None, description="Bearer token required on every route but /health; None = no auth."
+        default=None,
+        repr=False,
+        description="Bearer token required on every route but /health (docs and /openapi.json included); "
+        "None = no auth. Prefer api_key_env / api_key_file: a key written here sits in the YAML.",
     )
     api_key_env: str | None = Field(
         default=None,
         description="Name of an environment variable holding the token (read where the app is built, else by "
         "the ingress replica at start). Keeps the secret out of the YAML.",
+    )
+    api_key_file: str | None = Field(
+        default=None,
+        description="Path of a file holding the token (first line; read where the app is built, else by the "
+        "ingress replica at start). Keeps the secret out of the YAML, the command line and the environment.",
     )
     max_request_bytes: int = Field(
         default=256 * 1024 * 1024, gt=0, description="Largest request body; bigger answers 413."
@@ -273,7 +281,14 @@ class AppConfig(_Model):
 
     @property
     def served_model_name(self) -> str:
-        return self.model_name or self.scorer.model
+        """``model_name``, else the model's HF id, or a local model directory's base name (a server
+        never reports its absolute paths)."""
+        if self.model_name:
+            return self.model_name
+        model = self.scorer.model
+        if os.path.isabs(model) or model.startswith(("~", ".")) or Path(model).expanduser().is_dir():
+            return Path(model.rstrip("/\\")).name or model
+        return model
 
 
 # -- reading a configuration --------------------------------------------------------------------------
@@ -376,10 +391,38 @@ def absolutize(cfg: AppConfig) -> AppConfig:
     return cfg.model_copy(update={"scorer": scorer})
 
 
+def api_key_digest(key: str) -> str:
+    """``sha256$<salt>$<hex>`` of ``key`` with a fresh random salt: what the app hands the ingress
+    instead of the key, since deployment arguments are shown in Ray's dashboard and state API."""
+    import hashlib
+    import secrets
+
+    salt = secrets.token_hex(16)
+    return f"sha256${salt}${hashlib.sha256((salt + key).encode()).hexdigest()}"
+
+
+def api_key_matches(token: str, digest: str) -> bool:
+    """Whether ``token`` is the key ``digest`` (from :func:`api_key_digest`) was made of; constant time."""
+    import hashlib
+    import hmac
+
+    _, salt, want = digest.split("$", 2)
+    return hmac.compare_digest(hashlib.sha256((salt + token).encode()).hexdigest(), want)
+
+
 def resolve_api_key(http: HttpOptions) -> str | None:
-    """The token from ``api_key``, else from the ``api_key_env`` variable here (None if unset)."""
+    """The token from ``api_key``, else the ``api_key_env`` variable here, else the first line of
+    ``api_key_file`` here (None if none is set or found; ``ValueError`` for an empty key file)."""
     if http.api_key:
         return http.api_key
-    if http.api_key_env:
-        return os.environ.get(http.api_key_env) or None
+    if http.api_key_env and os.environ.get(http.api_key_env):
+        return os.environ[http.api_key_env]
+    if http.api_key_file:
+        path = Path(http.api_key_file).expanduser()
+        if not path.is_file():
+            return None
+        key = path.read_text(encoding="utf-8").strip().splitlines()
+        if not key or not key[0].strip():
+            raise ValueError(f"http.api_key_file {path.name} is empty: write the token on its first line")
+        return key[0].strip()
     return None

@@ -11,32 +11,48 @@ Routes:
 * ``GET /health``: 200 when a replica answers, else 503. Never needs the token.
 * ``GET /v1/models``: the served model (id, head shape, dtype, device) and the request limits.
 
+* ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API description, with the
+  request bodies' JSON schemas (:class:`ScoreRequest`, :class:`GetRewardRequest`). Behind the token
+  like every route but ``/health``.
+
+Request bodies are pydantic models, validated after the size check on the raw body. A new route
+follows the same pattern: a model here, ``await self._body(request, Model)`` in the route,
+``openapi_extra=_openapi_body(Model)`` on its decorator.
+
 Whole-request failures answer ``{"error": {"code", "message"}}`` with:
 
 ====  ======================  ==========================================================
-422   ``malformed_request``   body is not JSON, not an object, or ``samples`` is not a list
+422   ``malformed_request``   body is not JSON, or does not fit the route's request model
 401   ``unauthorized``        missing or wrong ``Authorization: Bearer <token>``
+404   ``not_found``           no such route (``405 method_not_allowed``: wrong method)
 413   ``request_too_large``   body over ``max_request_bytes`` or more samples than allowed
+500   ``internal_error``      a bug in the server (logged); not retried by the clients
 503   ``overloaded``          replicas' queues full (``max_queued_requests``; 429 if configured)
-503   ``unavailable``         no replica could take the request (starting, died); retry
+503   ``unavailable``         no replica could take the request (starting, died, restarting)
 504   ``timeout``             replicas did not answer within ``request_timeout_s``
 ====  ======================  ==========================================================
 
-Responses of 429/503 carry ``Retry-After``. The module imports no torch: ingress replicas are light.
+Responses of 429/503/504 carry ``Retry-After``; a dead or restarting replica is always a 503, never a
+500. No response names an absolute server path: the model is reported by its served name and paths in
+error messages are cut to their last component (:func:`redact_paths`). The API key never reaches this
+process as such (:func:`rlreward.serving.config.api_key_digest`). The module imports no torch:
+ingress replicas are light.
 """
 
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views read the route
 # methods' annotations (`request: Request`) as objects, and string annotations break them (422).
 
 import asyncio
-import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -49,7 +65,63 @@ api = FastAPI(
     title="rlreward",
     description="Multimodal value-head reward model: per-sample scores for RL trainers.",
     version="0.1.0",
+    # Served by RewardIngress's own routes, behind the token (FastAPI's would answer anyone).
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
 )
+
+
+# -- request bodies ---------------------------------------------------------------------------------
+class ScoreRequest(BaseModel):
+    """``POST /v1/score``. Each sample is checked on its own by the replica (a bad one gets its own
+    error, its neighbours are scored), so the items are free-form here."""
+
+    model_config = ConfigDict(extra="allow")
+
+    samples: list[Any] = Field(
+        description="Samples to score: {prompt, response, images?, videos?} or {messages: [...]}; "
+        "results[i] belongs to samples[i]."
+    )
+
+
+class GetRewardRequest(BaseModel):
+    """``POST /get_reward``: OpenRLHF's remote reward request (``--reward.remote_url``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    query: str | list[str] = Field(description="Full decoded sequences (prompt + response), one per sample.")
+    prompts: str | list[str | None] | None = Field(
+        default=None, description="The prompt part of each query (may be shorter or missing)."
+    )
+    labels: Any = Field(default=None, description="Per-sample labels (answers, image references); optional.")
+
+
+def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting ``model`` as a route's JSON body (the route reads the body itself,
+    after the size check)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _validate(model: type[BaseModel], data: Any) -> Any:
+    """``data`` as ``model``, or a 422 naming the first problems (where, what; never the input)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3])
+        raise HttpError(422, "malformed_request", f"not a valid {model.__name__}: {errs}") from exc
+
+
+# An absolute POSIX path's directories as they appear in messages (not a URL's path: it follows a
+# host name; not a relative path: it follows a word character).
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^\s'\"/:,;()\[\]]+)+/")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with the directories of every absolute path replaced by ``…/`` (``/srv/img/a.png`` →
+    ``…/a.png``): responses never reveal the server's file layout."""
+    return _ABS_PATH.sub("…/", text)
 
 
 class HttpError(Exception):
@@ -78,7 +150,15 @@ async def _starlette_error(_: Request, exc: StarletteHTTPException) -> JSONRespo
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    return error_response(422, "malformed_request", str(exc.errors()[:3]))
+    errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3])
+    return error_response(422, "malformed_request", errs)
+
+
+@api.exception_handler(Exception)
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    # Starlette's default is a plain-text 500; this keeps the error shape and hides paths.
+    log.error("unexpected error in a route", exc_info=exc)
+    return error_response(500, "internal_error", redact_paths(f"{type(exc).__name__}: {exc}"))
 
 
 def _translate(exc: BaseException, overload_status: int) -> HttpError | None:
@@ -99,29 +179,6 @@ def _parse_json(body: bytes) -> Any:
         raise HttpError(422, "malformed_request", "body is nested too deeply") from exc
 
 
-def _parse_samples(body: bytes, max_samples: int) -> list[Any]:
-    data = _parse_json(body)
-    if not isinstance(data, dict):
-        raise HttpError(
-            422,
-            "malformed_request",
-            f'body must be a JSON object {{"samples": [...]}}, not {type(data).__name__}',
-        )
-    if "samples" not in data:
-        raise HttpError(422, "malformed_request", 'body has no "samples" list (expected {"samples": [...]})')
-    samples = data["samples"]
-    if not isinstance(samples, list):
-        raise HttpError(422, "malformed_request", f'"samples" must be a list, not {type(samples).__name__}')
-    if len(samples) > max_samples:
-        raise HttpError(
-            413,
-            "request_too_large",
-            f"{len(samples)} samples in one request; the limit is {max_samples} (max_samples_per_request): "
-            "send them in chunks (RewardClient does this with chunk_size)",
-        )
-    return samples
-
-
 async def _await(response: Any) -> Any:
     return await response
 
@@ -134,23 +191,40 @@ class RewardIngress:
     it bound to the FastAPI routes, and :func:`rlreward.serving.app.build_app` makes the deployment.
     """
 
-    def __init__(self, replica: Any, http_options: dict[str, Any], model_name: str) -> None:
+    def __init__(
+        self,
+        replica: Any,
+        http_options: dict[str, Any],
+        model_name: str,
+        api_key_digest: str | None = None,
+    ) -> None:
+        """``api_key_digest``: :func:`~rlreward.serving.config.api_key_digest` of the token, made where
+        the app was built; without it the token is read here from ``http_options``' ``api_key``,
+        ``api_key_env`` or ``api_key_file`` (on this replica's node), and only its digest is kept."""
         from rlreward.serving.config import HttpOptions, resolve_api_key
+        from rlreward.serving.config import api_key_digest as digest_of
 
         self._replica = replica
         self._http = HttpOptions.model_validate(http_options)
         self._model_name = model_name
-        self._api_key = resolve_api_key(self._http)
-        if self._http.api_key_env and not self._api_key:
-            raise RuntimeError(
-                f"http.api_key_env names ${self._http.api_key_env}, which is not set where the ingress runs: set it "
-                "on the cluster nodes (or in runtime_env.env_vars), or pass http.api_key / --api-key"
-            )
+        self._key_digest = api_key_digest
+        if self._key_digest is None:
+            key = resolve_api_key(self._http)
+            if (self._http.api_key_env or self._http.api_key_file) and not key:
+                raise RuntimeError(
+                    "http.api_key_env / http.api_key_file name no token where the ingress runs: set the "
+                    "variable or write the file on the cluster nodes, or pass RLREWARD_API_KEY / "
+                    "--api-key-file to rlreward serve"
+                )
+            self._key_digest = digest_of(key) if key else None
+        self._http = self._http.model_copy(update={"api_key": None})
         self._info: dict[str, Any] | None = None
 
     # -- plumbing -----------------------------------------------------------------------------------
     def _authorize(self, request: Request) -> None:
-        if not self._api_key:
+        from rlreward.serving.config import api_key_matches
+
+        if not self._key_digest:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -158,8 +232,12 @@ class RewardIngress:
             raise HttpError(
                 401, "unauthorized", "missing 'Authorization: Bearer <token>' header (api_key is set)"
             )
-        if not hmac.compare_digest(token.strip().encode(), self._api_key.encode()):
+        if not api_key_matches(token.strip(), self._key_digest):
             raise HttpError(401, "unauthorized", "wrong API token")
+
+    async def _body(self, request: Request, model: type[BaseModel]) -> Any:
+        """The request's JSON body as ``model``: size-checked, parsed, validated (413/422 otherwise)."""
+        return _validate(model, _parse_json(await self._read_body(request)))
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self._http.max_request_bytes
@@ -195,7 +273,7 @@ class RewardIngress:
             if err is None:
                 log.exception("replica call failed")
                 raise HttpError(
-                    500, "internal_error", f"scoring failed: {type(exc).__name__}: {exc}"
+                    500, "internal_error", redact_paths(f"scoring failed: {type(exc).__name__}: {exc}")
                 ) from exc
             raise err from exc
         if len(results) != len(samples):  # would be a replica bug; never hand out misaligned scores
@@ -203,35 +281,79 @@ class RewardIngress:
         return results
 
     # -- routes ---------------------------------------------------------------------------------------
-    @api.post("/v1/score")
-    async def score(self, request: Request) -> JSONResponse:
-        self._authorize(request)
-        samples = _parse_samples(await self._read_body(request), self._http.max_samples_per_request)
-        results = await self.score_samples(samples)
-        return JSONResponse(
-            {"model": self._model_name, "results": [r.model_dump(mode="json") for r in results]}
-        )
-
-    @api.post("/get_reward")
-    async def get_reward(self, request: Request) -> JSONResponse:
-        self._authorize(request)
-        body = await self._read_body(request)
-        payload = _parse_json(body)
-        if not isinstance(payload, dict):
-            raise HttpError(422, "malformed_request", 'body must be a JSON object {"query": [...], ...}')
-        queries = payload.get("query")
-        if isinstance(queries, list) and len(queries) > self._http.max_samples_per_request:
+    def _check_count(self, n: int, what: str) -> None:
+        limit = self._http.max_samples_per_request
+        if n > limit:
             raise HttpError(
                 413,
                 "request_too_large",
-                f"{len(queries)} queries; the limit is "
-                f"{self._http.max_samples_per_request} (max_samples_per_request)",
+                f"{n} {what} in one request; the limit is {limit} (max_samples_per_request): "
+                "send them in chunks (RewardClient does this with chunk_size)",
             )
+
+    @api.post("/v1/score", openapi_extra=_openapi_body(ScoreRequest))
+    async def score(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        body: ScoreRequest = await self._body(request, ScoreRequest)
+        self._check_count(len(body.samples), "samples")
+        results = await self.score_samples(body.samples)
+        out = []
+        for r in results:
+            item = r.model_dump(mode="json")
+            if item.get("error") and isinstance(item["error"].get("message"), str):
+                item["error"]["message"] = redact_paths(item["error"]["message"])
+            out.append(item)
+        return JSONResponse({"model": self._model_name, "results": out})
+
+    @api.post("/get_reward", openapi_extra=_openapi_body(GetRewardRequest))
+    async def get_reward(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        body: GetRewardRequest = await self._body(request, GetRewardRequest)
+        self._check_count(1 if isinstance(body.query, str) else len(body.query), "queries")
         try:
             from rlreward.adapters.openrlhf import get_reward_endpoint
         except ImportError as exc:
             raise HttpError(501, "not_implemented", f"the OpenRLHF adapter is not available: {exc}") from exc
-        return JSONResponse(await get_reward_endpoint(payload, self.score_samples))
+        # The adapter answers a failed scoring call with fallback rewards (OpenRLHF needs numbers); a
+        # replica that is dead, restarting or overloaded must instead reach the caller as 503/504 so
+        # that it retries: a fallback reward there would be a lost reward.
+        unavailable: list[HttpError] = []
+
+        async def score(samples: list[dict[str, Any]]) -> list[ScoreResult]:
+            try:
+                return await self.score_samples(samples)
+            except HttpError as exc:
+                if exc.status in (429, 503, 504):
+                    unavailable.append(exc)
+                raise
+
+        try:
+            answer = await get_reward_endpoint(body.model_dump(exclude_unset=True), score)
+        except (ValueError, TypeError) as exc:
+            raise HttpError(
+                422, "malformed_request", redact_paths(f"not a valid get_reward body: {exc}")
+            ) from exc
+        if unavailable:
+            raise unavailable[0]
+        return JSONResponse(answer)
+
+    # -- API description, behind the token ------------------------------------------------------------
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        return JSONResponse(api.openapi())
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> HTMLResponse:
+        self._authorize(request)
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=root + "/openapi.json", title=f"{api.title} - docs")
+
+    @api.get("/redoc", include_in_schema=False)
+    async def redoc(self, request: Request) -> HTMLResponse:
+        self._authorize(request)
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(openapi_url=root + "/openapi.json", title=f"{api.title} - ReDoc")
 
     @api.get("/health")
     async def health(self) -> JSONResponse:

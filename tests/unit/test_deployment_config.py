@@ -19,6 +19,8 @@ from rlreward.serving.config import (
     REPLICA_DEPLOYMENT,
     AppConfig,
     AutoscalingOptions,
+    api_key_digest,
+    api_key_matches,
     load_app_config,
     resolve_api_key,
 )
@@ -118,7 +120,32 @@ def test_serve_calls_build_app_with_its_args_and_gets_both_deployments(tiny_mode
     assert replica.user_config["max_batch_size"] == 16
     assert replica.ray_actor_options["num_gpus"] == 0
     assert replica.init_kwargs["scorer_config"]["model"] == str(Path(tiny_model_dir).resolve())
-    assert ingress.init_kwargs["http_options"]["api_key"] == "k"
+    # The key is not among the deployment's arguments (Ray's dashboard shows them): only a digest.
+    secret_free = repr((ingress.init_args[1:], ingress.init_kwargs))
+    assert "'k'" not in secret_free and ingress.init_kwargs["http_options"]["api_key"] is None
+    assert api_key_matches("k", ingress.init_kwargs["api_key_digest"])
+    assert not api_key_matches("K", ingress.init_kwargs["api_key_digest"])
+    assert ingress.init_kwargs["model_name"] == Path(tiny_model_dir).name  # no absolute path
+
+
+def test_api_key_digest_is_salted_and_checks_only_the_key():
+    a, b = api_key_digest("s3cret"), api_key_digest("s3cret")
+    assert a != b and "s3cret" not in a
+    assert api_key_matches("s3cret", a) and api_key_matches("s3cret", b)
+    assert not api_key_matches("s3cre", a) and not api_key_matches("s3cret ", a)
+
+
+def test_api_key_from_a_file(tmp_path):
+    from rlreward.serving.config import HttpOptions
+
+    path = tmp_path / "token"
+    path.write_text("from-file\nignored second line\n")
+    assert resolve_api_key(HttpOptions(api_key_file=str(path))) == "from-file"
+    assert resolve_api_key(HttpOptions(api_key_file=str(tmp_path / "absent"))) is None
+    path.write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        resolve_api_key(HttpOptions(api_key_file=str(path)))
+    assert "from-file" not in repr(HttpOptions(api_key="from-file"))
 
 
 def test_api_key_from_env_var(monkeypatch):
