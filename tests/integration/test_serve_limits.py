@@ -62,7 +62,20 @@ def test_token_required_everywhere_but_health(strict_app):
     )
     _error(httpx.get(url + "/v1/models"), 401, "unauthorized")
     _error(httpx.post(url + "/get_reward", json={"query": []}), 401, "unauthorized")
+    for route in ("/docs", "/redoc", "/openapi.json"):  # the API description too
+        _error(httpx.get(url + route), 401, "unauthorized")
     assert httpx.get(url + "/health").status_code == 200
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    schema = httpx.get(url + "/openapi.json", headers=auth).json()
+    body_schema = schema["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body_schema["required"] == ["samples"]
+    assert (
+        "query"
+        in schema["paths"]["/get_reward"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+            "properties"
+        ]
+    )
+    assert "/openapi.json" in httpx.get(url + "/docs", headers=auth).text
     r = httpx.post(url + "/v1/score", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and r.json()["results"][0]["score"] is not None
 
@@ -80,7 +93,13 @@ def test_hostile_bodies_get_4xx_with_a_message_and_the_server_keeps_serving(stri
     _error(http.post("/v1/score", content=b"[" * 100_000 + b"]" * 100_000), 422, "malformed_request")  # deep
     _error(http.post("/v1/score", json=[GOOD]), 422, "malformed_request")
     _error(http.post("/v1/score", json={"sample": [GOOD]}), 422, "malformed_request")
-    assert "must be a list" in _error(http.post("/v1/score", json={"samples": "x"}), 422, "malformed_request")
+    assert "samples: Input should be a valid list" in _error(
+        http.post("/v1/score", json={"samples": "x"}), 422, "malformed_request"
+    )
+    # OpenRLHF's route: every malformed body is a 422 naming the field, never a 500.
+    for body in ({"query": 5}, {"query": [1, 2]}, {"query": ["q"], "prompts": 5}, {"prompts": ["p"]}, [1]):
+        assert _error(http.post("/get_reward", json=body), 422, "malformed_request")
+    _error(http.post("/get_reward", content=b"{"), 422, "malformed_request")
 
     # 10 MB of text: refused before it is parsed or tokenised.
     huge = {"samples": [{"prompt": "a" * (10 * 1024 * 1024), "response": "b"}]}
@@ -119,6 +138,28 @@ def test_hostile_bodies_get_4xx_with_a_message_and_the_server_keeps_serving(stri
     assert http.get("/health").status_code == 200
     r = http.post("/v1/score", json={"samples": [GOOD]})
     assert r.status_code == 200 and r.json()["results"][0]["score"] is not None
+
+
+def test_no_response_names_an_absolute_server_path(strict_app, http, tiny_model_dir):
+    import os
+
+    texts = [http.get("/health").text, http.get("/v1/models").text]
+    r = http.post(
+        "/v1/score",
+        json={
+            "samples": [
+                {"prompt": "p", "response": "r", "images": [os.path.join(tiny_model_dir, "config.json")]},
+                {"prompt": "p", "response": "r", "images": ["/etc/passwd"]},
+                {"prompt": "p", "response": "r", "images": ["relative/missing.png"]},
+            ]
+        },
+    )
+    assert r.status_code == 200 and all(x["error"] for x in r.json()["results"])
+    texts.append(r.text)
+    for text in texts:
+        assert tiny_model_dir not in text and os.path.dirname(tiny_model_dir) not in text, text
+        assert "/etc/" not in text and os.getcwd() not in text, text
+    assert http.get("/v1/models").json()["data"][0]["id"] == os.path.basename(tiny_model_dir)
 
 
 def test_backpressure_is_real_and_clients_complete_by_retrying(strict_app, http):
