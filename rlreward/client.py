@@ -84,6 +84,10 @@ __all__ = [
 
 #: Name of the model deployment inside an rlreward application (see rlreward.serving.config).
 REPLICA_DEPLOYMENT = "RewardReplica"
+#: Name of the HTTP ingress deployment (it also takes handle-mode phase hints).
+INGRESS_DEPLOYMENT = "RewardIngress"
+#: One hint is one attempt of at most this long: a late hint is worth little, and hints are advisory.
+HINT_TIMEOUT_S = 10.0
 _RETRY_STATUS = {429, 502, 503, 504}
 #: How Ray Serve's HTTP proxy words a 500 for a request whose ingress actor died (its body is the
 #: plain-text ``str()`` of a ``RayActorError``/``ActorDiedError``/``ActorUnavailableError``).
@@ -263,6 +267,13 @@ class _HandleTransport:
                 self._handle = serve.get_deployment_handle(self.deployment, app_name=self.app_name)
             return self._handle
 
+    def ingress(self) -> Any:
+        """The application's ingress deployment (phase hints go there)."""
+        from ray import serve
+
+        self.handle()  # joins the cluster if needed
+        return serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=self.app_name)
+
     def check(self, results: Any, n: int) -> list[ScoreResult]:
         if not isinstance(results, list) or len(results) != n:
             got = len(results) if isinstance(results, list) else type(results).__name__
@@ -309,6 +320,10 @@ class _HandleTransport:
     def close(self) -> None:
         with self._lock:
             self._handle = None
+
+
+async def _await_response(response: Any) -> Any:
+    return await response
 
 
 # -- shared client logic -----------------------------------------------------------------------------
@@ -386,6 +401,29 @@ class _BaseRewardClient:
             self._transport = _HandleTransport(
                 self.app_name, self.deployment_name, self.ray_address, self.timeout_s
             )
+
+    # -- RL-phase hints (advisory: the autoscaling policy reads them, scoring never needs them) --------
+    def _hint_body(self, event: str, n_samples: int | None = None, within_s: float | None = None) -> dict:
+        if event == "expect":
+            if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+                raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+            if within_s is not None and not within_s > 0:
+                raise ValueError(f"within_s must be > 0 seconds, got {within_s!r}")
+        if getattr(self, "_hint_source", None) is None:
+            import uuid
+
+            self._hint_source = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        body: dict[str, Any] = {"event": event, "source": self._hint_source}
+        if n_samples is not None:
+            body["n_samples"] = n_samples
+        if within_s is not None:
+            body["within_s"] = float(within_s)
+        return body
+
+    def _hint_answer(self, response: Any) -> dict[str, Any]:
+        if response.status_code != 200:
+            self._transport.results(response, 0)  # type: ignore[union-attr]  # raises the translated error
+        return response.json()
 
     @property
     def mode(self) -> str:
@@ -535,6 +573,33 @@ class RewardClient(_BaseRewardClient):
         except Exception as exc:
             raise self._transport.translate(exc) from exc
 
+    def _hint(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if isinstance(self._transport, _HttpTransport):
+                r = self._transport.sync_client().post("/v1/hints", json=body, timeout=HINT_TIMEOUT_S)
+                return self._hint_answer(r)
+            return self._transport.ingress().post_hint.remote(body).result(timeout_s=HINT_TIMEOUT_S)
+        except Exception as exc:
+            raise self._transport.translate(exc) from exc
+
+    def expect(self, n_samples: int, within_s: float | None = None) -> dict[str, Any]:
+        """Tell the deployment that ``n_samples`` samples are coming, to be scored within ``within_s``
+        seconds (None: the deployment's ``hints.default_within_s``). Call it when the rollout starts.
+
+        Returns ``{"accepted": bool, "reason"?: str}`` — not accepted when the deployment has no hint
+        policy (it then scales on load alone). One attempt, no retry (a late hint is worth little);
+        raises :class:`RewardClientError` like :meth:`score` (401 → :class:`AuthenticationError`).
+        """
+        return self._hint(self._hint_body("expect", n_samples, within_s))
+
+    def rollout_started(self) -> dict[str, Any]:
+        """A rollout started: re-announce this client's last :meth:`expect` (no-op before any)."""
+        return self._hint(self._hint_body("rollout_started"))
+
+    def step_done(self) -> dict[str, Any]:
+        """This step's scores are all back: the deployment may scale down during the trainer update."""
+        return self._hint(self._hint_body("step_done"))
+
     def close(self) -> None:
         """Close connections and worker threads (the client reopens them if used again)."""
         self._transport.close()
@@ -614,6 +679,28 @@ class AsyncRewardClient(_BaseRewardClient):
             return await self._transport.handle().info.remote()
         except Exception as exc:
             raise self._transport.translate(exc) from exc
+
+    async def _hint(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if isinstance(self._transport, _HttpTransport):
+                r = await self._http_client().post("/v1/hints", json=body, timeout=HINT_TIMEOUT_S)
+                return self._hint_answer(r)
+            ingress = await asyncio.to_thread(self._transport.ingress)
+            return await asyncio.wait_for(_await_response(ingress.post_hint.remote(body)), HINT_TIMEOUT_S)
+        except Exception as exc:
+            raise self._transport.translate(exc) from exc
+
+    async def expect(self, n_samples: int, within_s: float | None = None) -> dict[str, Any]:
+        """Async :meth:`RewardClient.expect`."""
+        return await self._hint(self._hint_body("expect", n_samples, within_s))
+
+    async def rollout_started(self) -> dict[str, Any]:
+        """Async :meth:`RewardClient.rollout_started`."""
+        return await self._hint(self._hint_body("rollout_started"))
+
+    async def step_done(self) -> dict[str, Any]:
+        """Async :meth:`RewardClient.step_done`."""
+        return await self._hint(self._hint_body("step_done"))
 
     async def aclose(self) -> None:
         if self._http is not None:

@@ -45,8 +45,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class HintOptions(_Model):
+    """The RL-phase hint policy (:class:`rlreward.serving.autoscaling.HintedPolicy`): the trainer says
+    what is coming (``client.expect(n_samples, within_s=...)``, ``rollout_started()``, ``step_done()``)
+    and the deployment scales ahead of the burst and down during the trainer update. Without hints
+    it is the base policy (request count, or ``target_backlog_samples``)."""
+
+    replica_samples_per_s: float = Field(
+        gt=0,
+        description="Samples one replica scores per second (measure it: `rlreward tune --measure` or "
+        "`rlreward bench`). A hint of n samples within s seconds asks for ceil(n / (this x s)) replicas.",
+    )
+    default_within_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="within_s for an expect() that gives none; None = the trainer must give it.",
+    )
+    release_to: Literal["min", "base"] = Field(
+        default="min",
+        description="After step_done: 'min' = want min_replicas until the next hint (the trainer is "
+        "updating); 'base' = hand back to the base policy (its look-back window still remembers the burst).",
+    )
+    hold_s: float = Field(default=0.0, ge=0, description="Keep the hint this long after step_done.")
+    ttl_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="An expect() without step_done expires after this long (a dead trainer does not "
+        "hold replicas).",
+    )
+
+
 class AutoscalingOptions(_Model):
-    """Replica autoscaling (Ray Serve ``autoscaling_config``), plus an optional sample-backlog policy."""
+    """Replica autoscaling (Ray Serve ``autoscaling_config``), plus rlreward's optional policies:
+    ``target_backlog_samples`` (scale on samples) and ``hints`` (scale on the trainer's phase hints)."""
 
     min_replicas: int = Field(
         default=1, ge=0, description="Fewest replicas; 0 allows scale-to-zero (cold starts)."
@@ -87,6 +118,12 @@ class AutoscalingOptions(_Model):
         default=None, gt=0, description="Gain on downscaling decisions (1.0)."
     )
 
+    hints: HintOptions | None = Field(
+        default=None,
+        description="Scale on the trainer's phase hints too (POST /v1/hints, client.expect/step_done); "
+        "None = ignore hints. Keep upscale_delay_s short with hints: Serve applies it to every decision.",
+    )
+
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingOptions:
         if self.min_replicas > self.max_replicas:
@@ -102,9 +139,17 @@ class AutoscalingOptions(_Model):
 
     def to_serve(self) -> dict[str, Any]:
         """The ``autoscaling_config`` dict Ray Serve takes."""
-        out = self.model_dump(exclude_none=True, exclude={"target_backlog_samples"})
-        if self.target_backlog_samples is not None:
-            # The key must be `policy_function` (a `name` key is silently ignored by Ray 2.60).
+        out = self.model_dump(exclude_none=True, exclude={"target_backlog_samples", "hints"})
+        # The key must be `policy_function` (a `name` key is silently ignored by Ray 2.60).
+        if self.hints is not None:
+            out["policy"] = {
+                "policy_function": "rlreward.serving.autoscaling:HintedPolicy",
+                "policy_kwargs": {
+                    **self.hints.model_dump(),
+                    "target_backlog_samples": self.target_backlog_samples,
+                },
+            }
+        elif self.target_backlog_samples is not None:
             out["policy"] = {
                 "policy_function": "rlreward.serving.autoscaling:SampleBacklogPolicy",
                 "policy_kwargs": {"target_backlog_samples": self.target_backlog_samples},

@@ -10,6 +10,11 @@ Routes:
   over this server's scoring; 501 if that adapter is not installed.
 * ``GET /health``: 200 when a replica answers, else 503. Never needs the token.
 * ``GET /v1/models``: the served model (id, head shape, dtype, device) and the request limits.
+* ``POST /v1/hints`` ``{"event": "expect"|"rollout_started"|"step_done", "n_samples"?: int,
+  "within_s"?: float, "source"?: str}`` → ``{"accepted": bool, "reason"?: str}``: the trainer's RL-phase
+  hint for the autoscaling policy (:mod:`rlreward.serving.autoscaling`). An application without the
+  hint policy answers ``accepted: false`` with the reason. Authenticated like ``/v1/score``.
+  ``RewardIngress.post_hint`` is the same for handle callers.
 
 * ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API description, with the
   request bodies' JSON schemas (:class:`ScoreRequest`, :class:`GetRewardRequest`). Behind the token
@@ -52,12 +57,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlreward.errors import classify_ray_error
 from rlreward.schema import ScoreResult
+from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
 
 log = logging.getLogger("rlreward")
 
@@ -181,6 +187,31 @@ def _parse_json(body: bytes) -> Any:
 
 async def _await(response: Any) -> Any:
     return await response
+
+
+class HintRequest(BaseModel):
+    """Body of ``POST /v1/hints`` (and of ``RewardIngress.post_hint``): one RL-phase hint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(description="expect | rollout_started | step_done")
+    n_samples: int | None = Field(
+        default=None, ge=1, le=100_000_000, strict=True, description="expect: samples coming."
+    )
+    within_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="expect: score them within this many seconds."
+    )
+    source: str = Field(
+        default="default", min_length=1, max_length=128, description="The caller (one trainer process)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "HintRequest":
+        if self.event not in HINT_EVENTS:
+            raise ValueError(f"event must be one of {', '.join(HINT_EVENTS)}, not {self.event!r}")
+        if self.event == "expect" and self.n_samples is None:
+            raise ValueError("expect needs n_samples")
+        return self
 
 
 # Helpers the class uses are defined above it: serve.ingress serialises the class when it decorates it.
@@ -354,6 +385,24 @@ class RewardIngress:
         self._authorize(request)
         root = request.scope.get("root_path", "").rstrip("/")
         return get_redoc_html(openapi_url=root + "/openapi.json", title=f"{api.title} - ReDoc")
+
+    async def post_hint(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Handle-mode entry of ``POST /v1/hints``: validate ``event`` (ValueError if malformed) and
+        hand it to this application's hint board."""
+        hint = event if isinstance(event, HintRequest) else HintRequest.model_validate(event)
+        return await post_hint(serve.get_replica_context().app_name, hint.model_dump(exclude_none=True))
+
+    @api.post("/v1/hints", openapi_extra=_openapi_body(HintRequest))
+    async def hints(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        hint: HintRequest = await self._body(request, HintRequest)
+        try:
+            answer = await self.post_hint(hint)
+        except Exception as exc:  # the board actor died or is restarting: the hint may be resent
+            raise HttpError(
+                503, "unavailable", f"hint board unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+        return JSONResponse(answer)
 
     @api.get("/health")
     async def health(self) -> JSONResponse:

@@ -202,7 +202,9 @@ def test_autoscaling_options_are_what_serve_accepts():
         AutoscalingOptions(min_replicas=3, max_replicas=2)
 
 
-def _ctx(backlogs: dict[str, float], queued: float = 0, running: int | None = None):
+def _ctx(
+    backlogs: dict[str, float], queued: float = 0, running: int | None = None, in_flight: float | None = None
+):
     from ray.serve._private.common import DeploymentID
     from ray.serve.config import AutoscalingContext
 
@@ -214,7 +216,7 @@ def _ctx(backlogs: dict[str, float], queued: float = 0, running: int | None = No
         current_num_replicas=n,
         target_num_replicas=n,
         running_replicas=list(backlogs),
-        total_num_requests=queued + len(backlogs),
+        total_num_requests=queued + (in_flight if in_flight is not None else len(backlogs)),
         total_queued_requests=queued,
         aggregated_metrics={"backlog_samples": backlogs} if backlogs else {},
         raw_metrics={},
@@ -235,7 +237,11 @@ def test_sample_backlog_policy_scales_on_samples_not_requests():
     # Two requests of 200 samples each: 400 samples -> 7 replicas (the request count would say 1).
     assert policy(_ctx({"r1": 200.0, "r2": 200.0}))[0] == 7
     assert policy(_ctx({"r1": 0.0, "r2": 0.0}))[0] == 0  # idle: Serve clamps to min_replicas
-    assert policy(_ctx({"r1": 10.0}, queued=60))[0] == 2  # requests waiting at callers count too
+    # Requests waiting at callers count too, in samples: the one request running holds 10 samples,
+    # so 60 queued requests weigh ~600: (10 + 600) / 64 -> 10 replicas (not (10 + 60) / 64 -> 2).
+    assert policy(_ctx({"r1": 10.0}, queued=60))[0] == 10
+    # One sample per request (OpenRLHF/verl): 10 running requests hold 10 samples, 60 queued ~ 60.
+    assert policy(_ctx({"r1": 10.0}, queued=60, in_flight=10))[0] == 2
     with pytest.raises(ValueError):
         SampleBacklogPolicy(0)
 

@@ -22,7 +22,8 @@ What is modelled, and from which Ray 2.60 source (``ray/serve/...``):
   time-weighted with the last value held until *now*; ``max``/``min`` over the points.
 * **Policies** (``autoscaling_policy.py``): Serve's default ``desired = running × total /
   (target_ongoing_requests × running)``; rlreward's ``SampleBacklogPolicy`` (``target_backlog_samples``:
-  ``ceil((Σ replicas' window-mean backlog_samples + window-mean queued *requests*) / target)``, falling
+  ``ceil((Σ replicas' window-mean backlog_samples + window-mean queued requests × samples per running
+  request) / target)``, falling
   back to ``total_num_requests`` while no running replica has reported; replicas record/push their
   backlog on the same cadence, starting when they start running); and the **hint policy** below.
   Every policy goes through ``_apply_autoscaling_config`` exactly (:func:`autoscaling_decision`):
@@ -65,9 +66,8 @@ cuts a drain, no ``max_queued_requests`` rejections, no ``target_capacity``, no 
 no failures/restarts or health-check kills, no trainer-side time inside the reward stage (it ends at
 the last score back), and one deployment (the ingress and its own scaling are not simulated).
 
-The policy math in the first section is pure (standard library only) so that the serving-side policy
-can run the very same functions; since ``serving`` may not import ``offline``, that section is meant to
-move to :mod:`rlreward.serving.autoscaling` and be imported here from there.
+The policies' own math (request count, sample backlog, hint) is imported from
+:mod:`rlreward.serving.autoscaling`, where the served policies run the very same functions.
 """
 
 from __future__ import annotations
@@ -80,7 +80,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from rlreward.serving.autoscaling import (
+    backlog_policy_desired,
+    hint_desired_replicas,
+    hinted_policy_desired,
+    request_policy_desired,
+)
+
 from .workload import Workload
+
+__all__ = [
+    "AutoscalingSpec",
+    "HintPolicy",
+    "ReplicaModel",
+    "ServeTiming",
+    "ServingSpec",
+    "SimResult",
+    "autoscaling_decision",
+    "backlog_policy_desired",
+    "hint_desired_replicas",
+    "hinted_policy_desired",
+    "request_policy_desired",
+    "simulate",
+]
 
 #: Serve's controller loop period (``RAY_SERVE_CONTROL_LOOP_INTERVAL_S``).
 CONTROL_LOOP_INTERVAL_S = 0.1
@@ -321,77 +343,6 @@ def autoscaling_decision(
         now_s=now_s,
     )
     return max(lo, min(hi, decision))
-
-
-def request_policy_desired(
-    total_num_requests: float, running: int, current_target: int, target_ongoing_requests: float
-) -> float:
-    """Serve's default policy (``_core_replica_queue_length_policy``): total / target per replica."""
-    if running == 0:
-        return current_target
-    return running * (total_num_requests / (target_ongoing_requests * running))
-
-
-def backlog_policy_desired(
-    replica_backlogs: Sequence[float],
-    total_queued_requests: float,
-    total_num_requests: float,
-    target_backlog_samples: int,
-) -> int:
-    """rlreward's ``SampleBacklogPolicy``: ``ceil((Σ backlog + queued requests) / target)``; with no
-    replica report yet, ``total_num_requests`` stands in for the backlog."""
-    backlog = sum(replica_backlogs) + total_queued_requests
-    if not replica_backlogs:
-        backlog = total_num_requests
-    return math.ceil(backlog / target_backlog_samples) if backlog > 0 else 0
-
-
-def hint_desired_replicas(
-    expected_samples: float,
-    within_s: float,
-    replica_samples_per_s: float,
-    *,
-    min_replicas: int,
-    max_replicas: int,
-) -> int:
-    """Replicas a hint asks for: ``ceil(expected_samples / (replica_samples_per_s × within_s))``,
-    bounded to ``[min_replicas, max_replicas]``. Samples, seconds, samples per second.
-
-    >>> hint_desired_replicas(512, within_s=8.0, replica_samples_per_s=20.0, min_replicas=1, max_replicas=4)
-    4
-    >>> hint_desired_replicas(100, within_s=10.0, replica_samples_per_s=20.0, min_replicas=1, max_replicas=4)
-    1
-    """
-    if within_s <= 0 or replica_samples_per_s <= 0:
-        raise ValueError("within_s and replica_samples_per_s must be > 0")
-    need = math.ceil(expected_samples / (replica_samples_per_s * within_s)) if expected_samples > 0 else 0
-    return max(min_replicas, min(max_replicas, need))
-
-
-def hinted_policy_desired(
-    base_desired: float,
-    hint_desired: int | None,
-    *,
-    released: bool = False,
-    release_to: str = "min",
-    min_replicas: int = 0,
-) -> float:
-    """The hint policy's desire.
-
-    ``hint_desired`` (an active hint's :func:`hint_desired_replicas`) raises the base policy's desire;
-    with no active hint and ``released`` (the trainer's last step is done) the desire is
-    ``min_replicas`` if ``release_to == "min"``, else the base desire; before any hint, the base desire.
-
-    >>> hinted_policy_desired(1.5, 4), hinted_policy_desired(6.0, 4)
-    (4, 6.0)
-    >>> hinted_policy_desired(3.0, None, released=True, min_replicas=1), hinted_policy_desired(3.0, None)
-    (1, 3.0)
-    """
-    if hint_desired is not None:
-        return max(base_desired, hint_desired)
-    if released and release_to == "min":
-        return min_replicas
-    return base_desired
 
 
 # -- window aggregation (mirrors _private/autoscaling_metrics_merge.py) ---------------------------
