@@ -69,6 +69,7 @@ from rlreward.errors import (
     classify_ray_error,
 )
 from rlreward.schema import ScoreResult, image_data_uri
+from rlreward.trace import TraceRecorder, note_retry
 
 log = logging.getLogger("rlreward.client")
 
@@ -345,6 +346,7 @@ class _BaseRewardClient:
         deployment_name: str = REPLICA_DEPLOYMENT,
         ray_address: str | None = None,
         transport: Any = None,
+        record_trace: str | os.PathLike[str] | None = None,
     ) -> None:
         """Connect to a server by ``url`` (HTTP) or by ``app_name`` (Ray handle); exactly one of them.
 
@@ -358,7 +360,9 @@ class _BaseRewardClient:
         token (default ``$RLREWARD_API_KEY``; HTTP only); ``ray_address``: cluster to join in handle
         mode when Ray is not initialised (default "auto"); ``transport``: an httpx transport for the
         HTTP mode (``httpx.BaseTransport`` for :class:`RewardClient`, ``httpx.AsyncBaseTransport`` for
-        :class:`AsyncRewardClient`; ``httpx.MockTransport`` is both), for tests; not pickled.
+        :class:`AsyncRewardClient`; ``httpx.MockTransport`` is both), for tests; not pickled;
+        ``record_trace``: a JSONL path to append one line per request to (sizes and times only, no
+        payload; :mod:`rlreward.trace`), off by default.
         """
         if (url is None) == (app_name is None):
             raise ValueError("pass exactly one of url= (HTTP) or app_name= (Ray handle, inside the cluster)")
@@ -385,10 +389,13 @@ class _BaseRewardClient:
         self._custom_transport = transport
         self.chunk_size, self.max_concurrency = int(chunk_size), int(max_concurrency)
         self.deployment_name, self.ray_address = deployment_name, ray_address
+        self.record_trace = os.fspath(record_trace) if record_trace is not None else None
         self._init_transport()
 
     def _init_transport(self) -> None:
         self._transport: _HttpTransport | _HandleTransport
+        record = getattr(self, "record_trace", None)
+        self._trace = TraceRecorder.for_path(record) if record else None
         if self.url is not None:
             self._transport = _HttpTransport(
                 self.url,
@@ -447,6 +454,7 @@ class _BaseRewardClient:
         "_http",
         "_http_loop",
         "_custom_transport",
+        "_trace",
     )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -503,6 +511,7 @@ class _BaseRewardClient:
         log.info(
             "retrying a chunk of %d samples in %.2fs (attempt %d): %s", n_samples, delay, attempt + 2, err
         )
+        note_retry()
         return delay
 
 
@@ -536,14 +545,23 @@ class RewardClient(_BaseRewardClient):
                 time.sleep(self._retry_delay(exc, attempt, len(chunk), started))
                 attempt += 1
 
+    def _send(self, chunk: Sequence[Any]) -> list[ScoreResult]:
+        """One request (a chunk, retried), recorded when ``record_trace`` is set."""
+        if self._trace is None:
+            return self._score_chunk(chunk)
+        with self._trace.request(chunk) as entry:
+            results = self._score_chunk(chunk)
+            entry.results(results)
+            return results
+
     def score(self, samples: Sequence[Any]) -> list[ScoreResult]:
         """Score ``samples``; ``results[i]`` belongs to ``samples[i]``. Raises :class:`RewardClientError`."""
         chunks = self._chunks(samples)
         if not chunks:
             return []
         if len(chunks) == 1:
-            return self._score_chunk(chunks[0])
-        futures = [self._pool().submit(self._score_chunk, c) for c in chunks]
+            return self._send(chunks[0])
+        futures = [self._pool().submit(self._send, c) for c in chunks]
         try:
             return [r for f in futures for r in f.result()]
         except BaseException:
@@ -651,13 +669,22 @@ class AsyncRewardClient(_BaseRewardClient):
                 await asyncio.sleep(self._retry_delay(exc, attempt, len(chunk), started))
                 attempt += 1
 
+    async def _send(self, chunk: Sequence[Any], gate: asyncio.Semaphore) -> list[ScoreResult]:
+        """One request (a chunk, retried), recorded when ``record_trace`` is set."""
+        if self._trace is None:
+            return await self._score_chunk(chunk, gate)
+        with self._trace.request(chunk) as entry:
+            results = await self._score_chunk(chunk, gate)
+            entry.results(results)
+            return results
+
     async def score(self, samples: Sequence[Any]) -> list[ScoreResult]:
         """Score ``samples``; ``results[i]`` belongs to ``samples[i]``. Raises :class:`RewardClientError`."""
         chunks = self._chunks(samples)
         if not chunks:
             return []
         gate = asyncio.Semaphore(self.max_concurrency)
-        tasks = [asyncio.ensure_future(self._score_chunk(c, gate)) for c in chunks]
+        tasks = [asyncio.ensure_future(self._send(c, gate)) for c in chunks]
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:

@@ -53,6 +53,11 @@ class ClientSpec(BaseModel):
         validation_alias=AliasChoices("client_options", "options"),
         description="Further RewardClient keyword arguments (retry budget, chunk_size, ...).",
     )
+    record_trace: str | None = Field(
+        default=None,
+        description="Append one JSON line per request (sizes and times, no payload) to this file, for "
+        "rlreward loadtest --shape trace / rlreward tune --trace; off by default (rlreward.trace).",
+    )
 
     @model_validator(mode="after")
     def _one_address(self) -> ClientSpec:
@@ -69,6 +74,8 @@ class ClientSpec(BaseModel):
                 f"Ray cluster), or set ${ENV_URL} / ${ENV_APP} on the trainer's workers"
             )
         kwargs: dict[str, Any] = {"timeout_s": self.timeout_s, **self.client_options}
+        if self.record_trace:
+            kwargs["record_trace"] = self.record_trace
         if url:
             kwargs["url"] = url
             key = self.api_key or os.environ.get(ENV_API_KEY)

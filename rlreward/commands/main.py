@@ -51,6 +51,12 @@ def _tune():
     return tune
 
 
+def _loadtest():
+    from rlreward.commands import loadtest
+
+    return loadtest
+
+
 #: command → (loader of its module, one-line help)
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "make-tiny": (_make_tiny, "write a tiny random Skywork-VL-Reward-shaped checkpoint (offline, seconds)"),
@@ -58,6 +64,10 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "serve": (_serve, "serve the reward model on Ray Serve (HTTP + handle)"),
     "bench": (_bench, "throughput benchmark: reference recipe vs unshared vs shared vs serve"),
     "tune": (_tune, "simulate Serve autoscaling on an RL workload; recommend an autoscaling config"),
+    "loadtest": (
+        _loadtest,
+        "RL-shaped traffic (grpo/stream/trace replay) at a served app: reward-stage time",
+    ),
     "eval": (_eval, "pairwise accuracy on reward benchmarks (VL-RewardBench, RewardBench, ...)"),
 }
 

@@ -116,6 +116,7 @@ TRAINER_SIDE = (
     "rlreward.client",
     "rlreward.rewards",
     "rlreward.adapters",
+    "rlreward.trace",
 )
 LAYERS = {
     # layer → layers it must not import
@@ -149,6 +150,7 @@ HEAVY = ("torch", "transformers", "ray.serve")
         ("rlreward.errors", ()),
         ("rlreward.client", ()),
         ("rlreward.rewards", ()),
+        ("rlreward.trace", ()),
         ("rlreward.adapters.trl", ()),
         ("rlreward.adapters.openrlhf", ()),
         ("rlreward.adapters.verl", ("torch",)),
