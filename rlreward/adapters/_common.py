@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -18,7 +19,18 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from rlreward.schema import ErrorCode, ScoreResult, image_data_uri
 
-__all__ = ["ClientSpec", "ClientHolder", "wire_image", "score_async", "score_sync", "failed_all"]
+__all__ = [
+    "ClientSpec",
+    "ClientHolder",
+    "wire_image",
+    "score_async",
+    "score_sync",
+    "failed_all",
+    "send_hint_async",
+    "send_hint_sync",
+]
+
+log = logging.getLogger("rlreward.adapters")
 
 #: Environment variables read when no address is given (trainer workers are often configured by env).
 ENV_URL = "RLREWARD_URL"
@@ -173,6 +185,32 @@ def score_sync(holder: ClientHolder, samples: list[dict]) -> list[ScoreResult]:
 
 async def _await(aw: Any) -> Any:
     return await aw
+
+
+def send_hint_sync(holder: ClientHolder, event: str, **kwargs: Any) -> None:
+    """Best effort: send an RL-phase hint (``expect``/``rollout_started``/``step_done``) through the
+    sync client, if it has hints (a custom client may not). Hints are advisory: a failure is logged
+    and never reaches the trainer."""
+    try:
+        fn = getattr(holder.sync(), event, None)
+        if fn is not None:
+            out = fn(**kwargs)
+            if inspect.isawaitable(out):
+                asyncio.run(_await(out))
+    except Exception as exc:
+        log.debug("rlreward hint %s not delivered: %s", event, exc)
+
+
+async def send_hint_async(holder: ClientHolder, event: str, **kwargs: Any) -> None:
+    """:func:`send_hint_sync` through the loop's client."""
+    try:
+        fn = getattr(holder.for_loop(), event, None)
+        if fn is not None:
+            out = fn(**kwargs) if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(fn, **kwargs)
+            if inspect.isawaitable(out):
+                await out
+    except Exception as exc:
+        log.debug("rlreward hint %s not delivered: %s", event, exc)
 
 
 def _check_results(results: Sequence[Any], n: int) -> list[ScoreResult]:

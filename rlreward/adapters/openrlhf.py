@@ -8,6 +8,12 @@ and needs ``{"rewards": [...], "scores": [...], "extra_logs": {...}}`` back, num
 query: a missing reward or a non-numeric log value crashes training. It never sends the images.
 This module gives it what it needs in each of its three forms:
 
+**Phase hints** (``client.expect``/``step_done``, for the deployment's hint autoscaling policy) are
+not sent from here: OpenRLHF asks for one sample's reward at a time, from the rollout actors, with no
+step boundary visible to a reward function. A training script can send them itself around
+``make_experience`` (``RewardClient(...).expect(rollout_batch_size * n_samples_per_prompt,
+within_s=...)``, then ``step_done()``), or the deployment scales on load alone.
+
 1. **HTTP** (``--reward.remote_url http://rm:8000/get_reward``): the rlreward app's ``POST
    /get_reward`` route calls :func:`get_reward_endpoint`. Images come from the **label**.
 2. **Python file** (``--reward.remote_url examples/openrlhf/reward_func.py``): :func:`reward_func`,

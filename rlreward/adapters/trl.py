@@ -18,6 +18,14 @@ completion.
 * If the server cannot be reached after the client's retries, the call raises (a training step on
   no reward is never what you want); ``on_unavailable="none"`` returns ``None`` for all instead.
 * ``__name__`` (default ``"skywork_vl_reward"``) is the metric key: ``rewards/<name>/mean``.
+* **Phase hints** (``phase_hints=True``, the default): TRL exposes the reward stage only as this
+  call — the batch exists once generation is over — so the adapter sends ``expect(len(batch),
+  within_s=hint_within_s)`` just before scoring and ``step_done()`` once the scores are back (the
+  trainer then updates the policy). The deployment's hint policy (``replica.autoscaling.hints``;
+  ``hint_within_s=None`` uses its ``default_within_s``) sizes the pool for the whole batch at once
+  instead of waiting for Serve's windowed metrics, and scales down during the update. There is no
+  earlier moment to announce the burst from a reward function (a ``TrainerCallback`` could, from
+  ``on_step_begin``). Hints are best effort: a deployment without the hint policy ignores them.
 
 Two forms: :class:`RewardModelReward` (sync ``__call__``) and :class:`AsyncRewardModelReward`
 (``async def __call__``; TRL 1.16 detects it with ``is_async_callable`` and runs it concurrently
@@ -42,6 +50,8 @@ from rlreward.adapters._common import (
     failed_all,
     score_async,
     score_sync,
+    send_hint_async,
+    send_hint_sync,
     wire_image,
 )
 from rlreward.rewards import RewardComposition, accuracy_reward
@@ -141,6 +151,8 @@ class _Base:
         composition: RewardComposition | None = None,
         solution_key: str = "solution",
         on_unavailable: Literal["raise", "none"] = "raise",
+        phase_hints: bool = True,
+        hint_within_s: float | None = None,
     ) -> None:
         """
         Args:
@@ -154,6 +166,8 @@ class _Base:
             composition: Mix rule rewards into this reward (R1V2); default: the raw model score.
             solution_key: Dataset column holding the ground truth for ``composition.accuracy``.
             on_unavailable: ``"raise"`` (default) or ``"none"`` when the server is unreachable.
+            phase_hints: Send ``expect``/``step_done`` around each call (see the module docstring).
+            hint_within_s: ``within_s`` of the ``expect`` hint; None = the deployment's default.
         """
         if on_unavailable not in ("raise", "none"):
             raise ValueError(f"on_unavailable must be 'raise' or 'none', not {on_unavailable!r}")
@@ -173,6 +187,8 @@ class _Base:
         self.composition = composition
         self.solution_key = solution_key
         self.on_unavailable = on_unavailable
+        self.phase_hints = phase_hints
+        self.hint_within_s = hint_within_s
 
     def __repr__(self) -> str:
         where = self._clients.spec.url or self._clients.spec.app_name if self._clients.spec else "factory"
@@ -209,10 +225,15 @@ class RewardModelReward(_Base):
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
         samples = build_samples(prompts, completions, **kwargs)
+        if self.phase_hints and samples:
+            send_hint_sync(self._clients, "expect", n_samples=len(samples), within_s=self.hint_within_s)
         try:
             results = score_sync(self._clients, samples)
         except Exception as exc:
             results = self._unavailable(len(samples), exc)
+        finally:
+            if self.phase_hints and samples:
+                send_hint_sync(self._clients, "step_done")
         return self._rewards(results, completions, kwargs)
 
 
@@ -226,10 +247,17 @@ class AsyncRewardModelReward(_Base):
 
     async def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
         samples = build_samples(prompts, completions, **kwargs)
+        if self.phase_hints and samples:
+            await send_hint_async(
+                self._clients, "expect", n_samples=len(samples), within_s=self.hint_within_s
+            )
         try:
             results = await score_async(self._clients, samples)
         except Exception as exc:
             results = self._unavailable(len(samples), exc)
+        finally:
+            if self.phase_hints and samples:
+                await send_hint_async(self._clients, "step_done")
         return self._rewards(results, completions, kwargs)
 
 

@@ -6,6 +6,11 @@ own model-reward path sends text only, so keep ``reward.reward_model.enable=Fals
 rewards streaming) and use one of these two entry points; batches form on the server across
 concurrent samples (``@serve.batch``).
 
+**Phase hints** (``client.expect``/``step_done``, for the deployment's hint autoscaling policy) are
+not sent from here: a reward function or manager sees one sample at a time and no step boundary.
+Send them from your trainer loop (``RewardClient(...).expect(n_prompts * n, within_s=...)`` before
+generation, ``step_done()`` before the update), or scale on load alone.
+
 1. :func:`compute_score`: a custom reward *function* for the built-in ``naive`` manager::
 
        reward.custom_reward_function.path=pkg://rlreward.adapters.verl

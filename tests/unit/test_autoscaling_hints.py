@@ -209,3 +209,62 @@ def test_async_client_hints_reach_the_board():
 
     asyncio.run(run())
     assert server.board.snapshot()["released"]
+
+
+class _ScoreAndHintServer(_HintServer):
+    """/v1/hints into a real board (as above) and /v1/score answering a fixed score per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+        self.rate_while_scoring: float | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/score":
+            if request.headers.get("authorization") != f"Bearer {KEY}":
+                return httpx.Response(401, json={"error": {"code": "unauthorized", "message": "wrong"}})
+            n = len(json.loads(request.content)["samples"])
+            self.log.append(f"score {n}")
+            self.rate_while_scoring = self.board.snapshot()["rate"]
+            return httpx.Response(200, json={"model": "m", "results": [{"score": 1.5}] * n})
+        response = super().__call__(request)
+        self.log.append(self.bodies[-1]["event"] if self.bodies else "?")
+        return response
+
+
+def _trl_batch(n: int = 4) -> tuple[list, list]:
+    return [f"question {i}" for i in range(n)], [f"answer {i}" for i in range(n)]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_trl_reward_announces_its_batch_before_scoring_and_releases_after(asynchronous):
+    from rlreward.adapters.trl import AsyncRewardModelReward, RewardModelReward
+
+    server = _ScoreAndHintServer()
+    opts = {"transport": httpx.MockTransport(server)}
+    cls = AsyncRewardModelReward if asynchronous else RewardModelReward
+    reward = cls("http://rm", api_key=KEY, client_options=opts, hint_within_s=2.0)
+    prompts, completions = _trl_batch(4)
+    out = reward(prompts=prompts, completions=completions)
+    got = asyncio.run(out) if asynchronous else out
+    assert got == [1.5] * 4
+    assert server.log == ["expect", "score 4", "step_done"]
+    assert server.bodies[0]["n_samples"] == 4 and server.bodies[0]["within_s"] == 2.0
+    assert server.rate_while_scoring == 2.0  # the board knew the batch while it was being scored
+    assert server.board.snapshot()["released"]
+
+
+def test_trl_reward_scores_even_when_hints_are_refused_and_can_turn_them_off():
+    from rlreward.adapters.trl import RewardModelReward
+
+    server = _ScoreAndHintServer()
+    opts = {"transport": httpx.MockTransport(server)}
+    prompts, completions = _trl_batch(2)
+    # wrong token: hints and scoring both get 401 -> the hint is dropped, scoring raises as before
+    bad = RewardModelReward("http://rm", api_key="nope", client_options=opts)
+    with pytest.raises(AuthenticationError):
+        bad(prompts=prompts, completions=completions)
+    off = RewardModelReward("http://rm", api_key=KEY, client_options=opts, phase_hints=False)
+    server.log.clear()
+    assert off(prompts=prompts, completions=completions) == [1.5, 1.5]
+    assert server.log == ["score 2"]
