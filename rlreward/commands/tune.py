@@ -309,7 +309,9 @@ def _run(args: argparse.Namespace) -> int:
             f"replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s",
             f"predicted: {rec.reward_stage_s:.2f} s reward stage per step, {rec.replica_seconds:.0f} replica-seconds",
         ]
-        Path(args.out_yaml).write_text(recommendation_yaml(rec.spec, base, header), encoding="utf-8")
+        Path(args.out_yaml).write_text(
+            recommendation_yaml(rec.spec, base, header, replica.samples_per_s), encoding="utf-8"
+        )
         out["out_yaml"] = args.out_yaml
         print(f"  wrote {args.out_yaml}")
     if args.plot:
@@ -337,7 +339,7 @@ def _evaluate(
             hold_s=args.hint_hold_s,
             release_to=args.hint_release,
         )
-    spec = serving_from_app_config(data, hint)
+    spec = serving_from_app_config(data, hint, hint_latency_s=args.hint_latency_s)
     result = simulate(workload, spec, replica, timing)
     point = point_from_result(spec, result)
     out = {

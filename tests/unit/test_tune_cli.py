@@ -87,26 +87,26 @@ def test_sweep_writes_pareto_json_a_valid_app_config_and_a_plot(tmp_path, capsys
 
 
 def test_the_recommended_yaml_evaluates_to_the_recommended_point(tmp_path):
-    # round trip: the YAML (+ the hint settings from the JSON) encodes the whole simulated config
+    # round trip: the YAML alone (replica.autoscaling.hints included) encodes the whole simulated config
     out, rec, pred = tmp_path / "tune.json", tmp_path / "rec.yaml", tmp_path / "pred.json"
     assert _run(GRPO + SMALL_GRID + ["--json", str(out), "--out-yaml", str(rec)]) == 0
     chosen = json.loads(out.read_text())["recommended"]
     hint = chosen["config"]["hint"]
-    extra = []
-    if hint is not None:
-        extra = [
-            "--hint-within-s",
-            str(hint["within_s"]),
-            "--hint-latency-s",
-            str(hint["latency_s"]),
-            "--hint-hold-s",
-            str(hint["hold_s"]),
-            "--hint-release",
-            hint["release_to"],
-        ]
-    assert _run(GRPO + ["--evaluate", str(rec), "--json", str(pred)] + extra) == 0
+    assert hint is not None  # this workload's recommendation is hinted: the YAML must carry it
+    hints = yaml.safe_load(rec.read_text())["replica"]["autoscaling"]["hints"]
+    assert hints == {
+        "replica_samples_per_s": 8.0,
+        "default_within_s": hint["within_s"],
+        "release_to": hint["release_to"],
+        "hold_s": hint["hold_s"],
+    }
+    from rlreward.serving.config import load_app_config
+
+    served = load_app_config(str(rec)).replica.autoscaling.to_serve()["policy"]
+    assert served["policy_function"] == "rlreward.serving.autoscaling:HintedPolicy"
+    assert _run(GRPO + ["--evaluate", str(rec), "--json", str(pred)]) == 0
     got = json.loads(pred.read_text())
-    assert got["config"] == chosen["config"]
+    assert got["config"] == {**chosen["config"], "hint": {**hint, "replica_samples_per_s": 8.0}}
     assert got["predicted"]["reward_stage_s"] == pytest.approx(chosen["reward_stage_s"])
     assert got["predicted"]["replica_seconds"] == pytest.approx(chosen["replica_seconds"])
 

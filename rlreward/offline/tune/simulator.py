@@ -181,16 +181,21 @@ class HintPolicy:
     controller). ``hold_s``: the hint is released this long after "step done" is seen.
     ``release_to``: what the policy wants once released — ``"min"`` (``min_replicas``: the trainer is
     updating, nothing comes) or ``"base"`` (the base policy's windowed desire).
+    ``replica_samples_per_s``: the throughput the served policy is configured with
+    (``hints.replica_samples_per_s``); None = the simulated replica's.
     """
 
     within_s: float
     latency_s: float = 0.5
     hold_s: float = 0.0
     release_to: Literal["min", "base"] = "min"
+    replica_samples_per_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.within_s <= 0 or self.latency_s < 0 or self.hold_s < 0:
             raise ValueError("hint within_s must be > 0, latency_s and hold_s ≥ 0")
+        if self.replica_samples_per_s is not None and self.replica_samples_per_s <= 0:
+            raise ValueError("hint replica_samples_per_s must be > 0")
         if self.release_to not in ("min", "base"):
             raise ValueError(f"release_to must be 'min' or 'base' (got {self.release_to!r})")
 
@@ -774,7 +779,7 @@ class _Sim:
             hint_n = hint_desired_replicas(
                 sum(self.active_hints.values()),
                 self.s.hint.within_s,
-                self.r.samples_per_s,
+                self.s.hint.replica_samples_per_s or self.r.samples_per_s,
                 min_replicas=a.min_replicas,
                 max_replicas=a.max_replicas,
             )

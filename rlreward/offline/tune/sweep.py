@@ -21,7 +21,7 @@ import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +277,16 @@ def validate_app_config(data: dict[str, Any], where: str = "config") -> Any:
         raise ValueError(f"{where} is not a valid AppConfig: {loc}: {err['msg']}") from exc
 
 
-def serving_from_app_config(data: dict[str, Any], hint: HintPolicy | None = None) -> ServingSpec:
-    """The simulated deployment of an AppConfig mapping (validated first)."""
+def serving_from_app_config(
+    data: dict[str, Any], hint: HintPolicy | None = None, *, hint_latency_s: float = 0.5
+) -> ServingSpec:
+    """The simulated deployment of an AppConfig mapping (validated first).
+
+    ``hint`` (the trainer's ``expect(..., within_s)`` as simulated) overrides the config's
+    ``replica.autoscaling.hints``; without it, a config with hints is simulated with the trainer
+    sending ``within_s = hints.default_within_s``, seen ``hint_latency_s`` after sending. The policy's
+    ``hints.replica_samples_per_s`` is what the simulated policy sizes the pool with.
+    """
     cfg = validate_app_config(data)
     rep = cfg.replica
     auto = AutoscalingSpec.from_options(rep.autoscaling.model_dump()) if rep.autoscaling is not None else None
@@ -286,6 +294,23 @@ def serving_from_app_config(data: dict[str, Any], hint: HintPolicy | None = None
         raise ValueError(
             "hints need autoscaling: the config has a fixed replica count (replica.autoscaling unset)"
         )
+    hints = rep.autoscaling.hints if rep.autoscaling is not None else None
+    if hints is not None:
+        if hint is None:
+            if hints.default_within_s is None:
+                raise ValueError(
+                    "the config's replica.autoscaling.hints has no default_within_s: pass --hint-within-s "
+                    "(what the trainer sends with expect())"
+                )
+            hint = HintPolicy(
+                within_s=hints.default_within_s,
+                latency_s=hint_latency_s,
+                hold_s=hints.hold_s,
+                release_to=hints.release_to,
+                replica_samples_per_s=hints.replica_samples_per_s,
+            )
+        elif hint.replica_samples_per_s is None:
+            hint = replace(hint, replica_samples_per_s=hints.replica_samples_per_s)
     return ServingSpec(
         autoscaling=auto,
         num_replicas=rep.num_replicas,
@@ -294,8 +319,15 @@ def serving_from_app_config(data: dict[str, Any], hint: HintPolicy | None = None
     )
 
 
-def recommendation_config(spec: ServingSpec, base: dict[str, Any]) -> dict[str, Any]:
-    """``base`` (an AppConfig mapping) with its ``replica`` section set to ``spec``; validated."""
+def recommendation_config(
+    spec: ServingSpec, base: dict[str, Any], replica_samples_per_s: float | None = None
+) -> dict[str, Any]:
+    """``base`` (an AppConfig mapping) with its ``replica`` section set to ``spec``; validated.
+
+    A hinted ``spec`` sets ``replica.autoscaling.hints`` (the served hint policy): its
+    ``replica_samples_per_s`` (else ``replica_samples_per_s`` here, the measured throughput),
+    ``default_within_s`` = the simulated ``within_s``, ``release_to`` and ``hold_s``.
+    """
     data = copy.deepcopy(base)
     rep = data.setdefault("replica", {})
     if not isinstance(rep, dict):
@@ -307,23 +339,38 @@ def recommendation_config(spec: ServingSpec, base: dict[str, Any]) -> dict[str, 
     else:
         rep.pop("num_replicas", None)
         rep["autoscaling"] = spec.autoscaling.to_options()
+        if spec.hint is not None:
+            rate = spec.hint.replica_samples_per_s or replica_samples_per_s
+            if rate is None:
+                raise ValueError("a hinted recommendation needs the replica throughput (samples/s)")
+            rep["autoscaling"]["hints"] = {
+                "replica_samples_per_s": float(rate),
+                "default_within_s": spec.hint.within_s,
+                "release_to": spec.hint.release_to,
+                "hold_s": spec.hint.hold_s,
+            }
     validate_app_config(data, "the recommended config")
     return data
 
 
-def recommendation_yaml(spec: ServingSpec, base: dict[str, Any], header: Sequence[str] = ()) -> str:
+def recommendation_yaml(
+    spec: ServingSpec,
+    base: dict[str, Any],
+    header: Sequence[str] = (),
+    replica_samples_per_s: float | None = None,
+) -> str:
     """The recommended config as YAML (``rlreward serve --config`` reads it), ``header`` as comments."""
     import yaml
 
-    data = recommendation_config(spec, base)
+    data = recommendation_config(spec, base, replica_samples_per_s)
     lines = [f"# {h}" for h in header]
     if spec.hint is not None:
         h = spec.hint
         lines += [
-            "# This recommendation assumes the trainer sends phase hints: client.expect(n_samples,",
-            f"# within_s={h.within_s:.3g}) at rollout start and client.step_done() after the last score",
-            f"# (simulated: seen {h.latency_s:g} s after sending, released {h.hold_s:g} s after step done,",
-            f"# then the policy wants {'min_replicas' if h.release_to == 'min' else 'what the base policy wants'}).",
+            "# This recommendation assumes the trainer sends phase hints: client.expect(n_samples) at",
+            "# rollout start (within_s defaults to replica.autoscaling.hints.default_within_s) and",
+            "# client.step_done() after the last score (the TRL adapter does both around each batch);",
+            f"# simulated as seen {h.latency_s:g} s after sending.",
         ]
     return "\n".join(lines) + ("\n" if lines else "") + yaml.safe_dump(data, sort_keys=False)
 
