@@ -31,6 +31,7 @@ from rlreward.offline.bench.systems import (
     ReferenceRecipe,
     RunStats,
     ScorerSystem,
+    ServeStreamSystem,
     ServeSystem,
     SystemUnavailable,
     timed,
@@ -92,6 +93,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="serve: how long a replica batch waits for more samples (default: the app's, 0.01)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        metavar="C",
+        help="serve-stream: one-sample requests in flight (as OpenRLHF/verl send); default 64",
     )
     p.add_argument(
         "--threads",
@@ -208,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
     systems: dict[str, Any] = {}
     results: dict[str, SystemResult] = {}
+    served: ServeSystem | None = None  # one deployment for serve and serve-stream
     for name in names:
         if name == "reference":
             systems[name] = ReferenceRecipe(bench, device, base_cfg.head_key_prefix)
@@ -215,9 +224,18 @@ def run(args: argparse.Namespace) -> int:
             systems[name] = ScorerSystem(unshared)
         elif name == "shared":
             systems[name] = ScorerSystem(scorer(True))
-        elif name == "serve":
+        elif name in ("serve", "serve-stream"):
             try:
-                systems[name] = ServeSystem(bench, cfg(True), workload, device, args.serve_batch_wait_s)
+                if served is None:
+                    served = ServeSystem(
+                        bench,
+                        cfg(True),
+                        workload,
+                        device,
+                        args.serve_batch_wait_s,
+                        max_ongoing=args.concurrency,
+                    )
+                systems[name] = served if name == "serve" else ServeStreamSystem(served, args.concurrency)
             except SystemUnavailable as exc:
                 print(f"serve: skipped: {exc}", file=sys.stderr)
                 results[name] = SystemResult(system=name, status="skipped", reason=str(exc))
@@ -229,19 +247,20 @@ def run(args: argparse.Namespace) -> int:
             system.run(warm[:1] if name == "reference" else warm, lambda n: None)
         for rep in range(args.repeats):  # interleaved, so load changes hit every system alike
             for name, system in systems.items():
-                remote = isinstance(system, ServeSystem)
+                remote = getattr(system, "remote", False)
                 stats = timed(system, samples, None if remote else probe, device, name)
                 runs[name].append(stats)
                 print(f"  run {rep + 1}/{args.repeats} {name:<9} {stats.wall_s:7.2f} s", file=sys.stderr)
     finally:
         probe.remove()
-        if isinstance(systems.get("serve"), ServeSystem):
-            systems["serve"].close()
+        if served is not None:
+            served.close()
     mem_kind = PeakMemory(device).kind
     for n, r in runs.items():
         results[n] = summarize(n, r, len(samples), sum(lengths), flops, peak_flops, mem_kind)
-    if isinstance(systems.get("serve"), ServeSystem):
-        results["serve"].replica_batches = systems["serve"].last_batches
+    for name in ("serve", "serve-stream"):
+        if name in systems and name in results:
+            results[name].replica_batches = systems[name].last_batches
     systems.clear()
     results = {n: results[n] for n in names}
     ref = results.get("reference")

@@ -19,6 +19,10 @@ samples, interleaved over ``--repeats`` (so a change in machine load hits every 
     Through the Ray Serve app (:func:`rlreward.serving.app.build_app`) and
     :class:`rlreward.client.RewardClient`, one request per group, all in flight at once
     (saturation). Only with ``--systems ...,serve``; skipped with the reason when unavailable.
+``serve-stream``
+    The same app called as OpenRLHF and verl call it: one sample per request, ``--concurrency``
+    requests in flight (default 64); batches form on the replica across requests (continuous
+    batching). Shares the ``serve`` deployment when both are asked for.
 
 All in-process systems share one copy of the weights. Every system is warmed up on the first
 group before it is timed.
@@ -84,5 +88,5 @@ blocky random PNGs sized to the exact token count (multiples of 28 px, so no res
 
 from __future__ import annotations
 
-SYSTEMS = ("reference", "unshared", "shared", "serve")
+SYSTEMS = ("reference", "unshared", "shared", "serve", "serve-stream")
 DEFAULT_SYSTEMS = "reference,unshared,shared"

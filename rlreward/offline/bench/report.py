@@ -192,6 +192,15 @@ def target_checks(
                 note="all groups in flight at once",
             )
         )
+    if "serve-stream" in systems:
+        out.append(
+            check(
+                "serve-stream/shared samples/s",
+                _ratio(systems, "serve-stream", "shared"),
+                0.8,
+                note="one sample per request, --concurrency in flight",
+            )
+        )
     return out
 
 

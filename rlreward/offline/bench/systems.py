@@ -217,7 +217,7 @@ def timed(
     if probe:
         stats.vision_s, stats.language_s = probe.seconds["vision"], probe.seconds["language"]
         stats.computed_tokens, stats.real_tokens = probe.computed, probe.real
-    if not isinstance(system, ServeSystem):  # the replica's process is not ours to measure
+    if not getattr(system, "remote", False):  # the replica's process is not ours to measure
         stats.peak_memory_mib, stats.start_memory_mib = mem.peak_mib, mem.start_mib
         stats.cpu_s = cpu
     return stats
@@ -238,6 +238,7 @@ class ServeSystem:
     """
 
     app_name = "rlreward-bench"
+    remote = True  # runs in the replica's process: no probe, no local memory/CPU figures
 
     def __init__(
         self,
@@ -246,6 +247,7 @@ class ServeSystem:
         workload: Workload,
         device: torch.device,
         batch_wait_s: float | None = None,
+        max_ongoing: int = 32,
     ) -> None:
         try:
             import ray
@@ -288,7 +290,7 @@ class ServeSystem:
             route_prefix=None,
             scorer=scorer_config.model_copy(update={"model": bench.checkpoint_dir}),
             replica=ReplicaOptions(
-                num_replicas=1, ray_actor_options=actor, max_ongoing_requests=max(32, groups)
+                num_replicas=1, ray_actor_options=actor, max_ongoing_requests=max(32, groups, max_ongoing)
             ),
             batching=ReplicaBatching()
             if batch_wait_s is None
@@ -329,6 +331,42 @@ class ServeSystem:
             if self._owns_ray:
                 serve.shutdown()
                 ray.shutdown()
+
+
+class ServeStreamSystem:
+    """``serve-stream``: the app a :class:`ServeSystem` deployed, called as OpenRLHF and verl call it:
+    one sample per request, up to ``concurrency`` requests in flight (an ``AsyncRewardClient`` in
+    handle mode on one event loop). Batches form on the replica across requests."""
+
+    remote = True
+
+    def __init__(self, serve: ServeSystem, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.serve, self.concurrency = serve, concurrency
+        self.last_batches: list[int] = []
+
+    def run(self, samples: list[dict], progress: Callable[[int], None]) -> tuple[list[float | None], float]:
+        import asyncio
+
+        from rlreward.client import AsyncRewardClient
+
+        async def go() -> list[Any]:
+            client = AsyncRewardClient(
+                app_name=self.serve.app_name, chunk_size=1, max_concurrency=self.concurrency, timeout_s=3600
+            )
+            try:
+                return await client.score(samples)
+            finally:
+                await client.aclose()
+
+        before = self.serve._replica_stats()["batches"]
+        results = asyncio.run(go())
+        progress(len(samples))
+        after = self.serve._replica_stats()
+        new = after["batches"] - before
+        self.last_batches = [b["samples"] for b in after["recent_batches"][-new:]] if new else []
+        return [r.score for r in results], 0.0
 
 
 class SystemUnavailable(Exception):
