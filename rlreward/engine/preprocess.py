@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rlreward.engine.config import ScorerConfig
+from rlreward.engine.content import from_openai_part
 from rlreward.engine.media import check_path, load_image, load_video_frames
 from rlreward.schema import ErrorCode, SampleError
 
@@ -77,6 +78,7 @@ def _content_items(content: Any, where: str) -> str | list[dict]:
             raise SampleError(
                 ErrorCode.BAD_CONTENT, f"{w}: an item must be an object, not {type(item).__name__}"
             )
+        item = from_openai_part(item, w)  # OpenAI content parts → the card's items
         kind = item.get("type")
         if kind is None:  # the card allows {"image": ...} / {"text": ...} without "type"
             kind = next((k for k in ("image", "video", "text", "image_url") if k in item), None)
@@ -278,6 +280,8 @@ class Preprocessor:
         """Validate and preprocess one sample. Raises :class:`SampleError`."""
         from qwen_vl_utils import process_vision_info
 
+        if isinstance(sample, dict) and "rendered_text" in sample:
+            return self._prepare_rendered(sample)
         messages = normalize_messages(sample)
         limits = self.config.limits
         text_chars = sum(
@@ -350,6 +354,50 @@ class Preprocessor:
             image_digests=digests,
         )
         prepared.position_ids = self._positions(prepared, inputs.get("mm_token_type_ids"))
+        return prepared
+
+    def _prepare_rendered(self, sample: dict) -> PreparedSample:
+        """``{"rendered_text": str, "add_special_tokens": bool = True}``: text already rendered with
+        the chat template (what vLLM's ``/classify`` ``input`` carries), tokenised and scored as it is.
+
+        Scored like a conversation whose rendering is this text: the same token ids give the same
+        score. It carries no pixels, so a vision placeholder in it (``<|image_pad|>``) is refused
+        rather than scored as a text token.
+        """
+        extra = set(sample) - {"rendered_text", "add_special_tokens", "id", "metadata"}
+        if extra:
+            raise SampleError(
+                ErrorCode.INVALID_SAMPLE, f"unexpected keys beside 'rendered_text': {sorted(extra)}"
+            )
+        text, special = sample["rendered_text"], sample.get("add_special_tokens", True)
+        if not isinstance(text, str) or not text:
+            raise SampleError(ErrorCode.INVALID_SAMPLE, "'rendered_text' must be a non-empty string")
+        if not isinstance(special, bool):
+            raise SampleError(ErrorCode.INVALID_SAMPLE, "'add_special_tokens' must be true or false")
+        limits = self.config.limits
+        if len(text) > limits.max_tokens * 64:  # no BPE token is longer than ~64 characters
+            raise SampleError(
+                ErrorCode.TOO_MANY_TOKENS,
+                f"{len(text)} characters of text cannot fit in {limits.max_tokens} tokens",
+            )
+        for token in (
+            getattr(self.processor, "image_token", None),
+            getattr(self.processor, "video_token", None),
+        ):
+            if token and token in text:
+                raise SampleError(
+                    ErrorCode.BAD_CONTENT,
+                    f"the rendered text contains the vision placeholder {token!r} but carries no pixels; send the "
+                    "conversation as messages with image_url / video_url parts to score the images",
+                )
+        input_ids = self.tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
+        if input_ids.shape[0] > limits.max_tokens:
+            raise SampleError(
+                ErrorCode.TOO_MANY_TOKENS,
+                f"sample is {input_ids.shape[0]} tokens, over the limit of {limits.max_tokens} (limits.max_tokens)",
+            )
+        prepared = PreparedSample(input_ids=input_ids, position_ids=torch.empty(0))
+        prepared.position_ids = self._positions(prepared, None)
         return prepared
 
     def _positions(self, p: PreparedSample, mm_token_type_ids: torch.Tensor | None) -> torch.Tensor:

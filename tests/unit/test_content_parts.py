@@ -1,0 +1,200 @@
+"""OpenAI content parts (rlreward.engine.content) and rendered text: same scores as the card's form.
+
+Equality is checked against the same conversation written in the model card's own item form, scored
+by the real tiny scorer; the rendered-text form against the chat template's rendering of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlreward.engine.content import from_openai_part
+from rlreward.engine.preprocess import normalize_messages
+from rlreward.schema import SampleError
+from tests.conftest import data_uri
+
+URI = data_uri("blue")
+
+
+@pytest.mark.parametrize(
+    ("part", "item"),
+    [
+        ({"type": "image_url", "image_url": {"url": URI}}, {"type": "image", "image": URI}),
+        ({"type": "image_url", "image_url": {"url": URI, "detail": "high"}}, {"type": "image", "image": URI}),
+        ({"type": "image_url", "image_url": URI}, {"type": "image", "image": URI}),
+        ({"image_url": {"url": URI}}, {"type": "image", "image": URI}),
+        ({"type": "input_image", "image_url": URI}, {"type": "image", "image": URI}),
+        (
+            {"type": "image_url", "image_url": {"url": URI}, "max_pixels": 3136},
+            {"type": "image", "image": URI, "max_pixels": 3136},
+        ),
+        ({"type": "input_text", "text": "hi"}, {"type": "text", "text": "hi"}),
+        ({"type": "output_text", "text": "hi"}, {"type": "text", "text": "hi"}),
+        ({"type": "text", "text": "hi"}, {"type": "text", "text": "hi"}),
+        ({"type": "video_url", "video_url": {"url": "clip.mp4"}}, {"type": "video", "video": "clip.mp4"}),
+        (
+            {"type": "video_url", "video_url": "file:///d/clip.mp4"},
+            {"type": "video", "video": "file:///d/clip.mp4"},
+        ),
+        (
+            {"type": "video_url", "video_url": {"url": [URI, {"url": URI}]}, "fps": 1.0},
+            {"type": "video", "video": [URI, URI], "fps": 1.0},
+        ),
+        (
+            {"type": "video", "video": [{"type": "image_url", "image_url": {"url": URI}}, URI]},
+            {"type": "video", "video": [URI, URI]},
+        ),
+        ({"type": "image", "image": URI}, {"type": "image", "image": URI}),
+    ],
+)
+def test_openai_parts_become_the_cards_items(part, item):
+    assert from_openai_part(part, "m") == item
+
+
+@pytest.mark.parametrize(
+    ("part", "words"),
+    [
+        ({"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}, "not audio"),
+        ({"type": "audio_url", "audio_url": {"url": "x.wav"}}, "not audio"),
+        ({"type": "image_embeds", "image_embeds": "AA"}, "embeddings"),
+        ({"type": "prompt_embeds", "data": "AA"}, "embeddings"),
+        ({"type": "file", "file": {"file_id": "f"}}, "files"),
+        ({"type": "image_url"}, 'no "image_url"'),
+        ({"type": "image_url", "image_url": {"detail": "low"}}, 'needs a "url"'),
+        ({"type": "image_url", "image_url": ""}, "has no url"),
+        ({"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}, "list of frames"),
+        ({"type": "video_url", "video_url": {"url": "https://x.org/v.mp4"}}, "list of frames"),
+        ({"type": "video_url", "video_url": {"url": []}}, "at least one frame"),
+    ],
+)
+def test_unsupported_or_malformed_parts_are_bad_content_naming_the_part(part, words):
+    with pytest.raises(SampleError) as info:
+        from_openai_part(part, "messages[0].content[1]")
+    assert info.value.code.value == "bad_content"
+    assert info.value.message.startswith("messages[0].content[1]")
+    assert words in info.value.message
+
+
+def test_normalize_messages_reads_openai_parts_in_every_turn():
+    openai_form = {
+        "messages": [
+            {"role": "system", "content": [{"type": "input_text", "text": "Be strict."}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": URI}},
+                    {"type": "text", "text": "Colour?"},
+                ],
+            },
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Blue."}]},
+        ]
+    }
+    card_form = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be strict."}]},
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": URI}, {"type": "text", "text": "Colour?"}],
+            },
+            {"role": "assistant", "content": "Blue."},
+        ]
+    }
+    assert normalize_messages(openai_form) == normalize_messages(card_form)
+
+
+def test_openai_parts_score_exactly_as_the_cards_items(scorer):
+    frames = [data_uri("red"), data_uri("green")]
+    openai_samples = [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": URI}},
+                        {"type": "input_text", "text": "Colour?"},
+                    ],
+                },
+                {"role": "assistant", "content": "Blue."},
+            ]
+        },
+        {
+            "prompt": [{"role": "user", "content": [{"type": "image_url", "image_url": URI}, "Colour?"]}],
+            "response": "Blue.",
+        },
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video_url", "video_url": {"url": frames}},
+                        {"type": "text", "text": "What changes?"},
+                    ],
+                },
+                {"role": "assistant", "content": "Red turns green."},
+            ]
+        },
+    ]
+    card_samples = [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "image": URI}, {"type": "text", "text": "Colour?"}],
+                },
+                {"role": "assistant", "content": "Blue."},
+            ]
+        },
+        {"prompt": "Colour?", "response": "Blue.", "images": [URI]},
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video", "video": frames},
+                        {"type": "text", "text": "What changes?"},
+                    ],
+                },
+                {"role": "assistant", "content": "Red turns green."},
+            ]
+        },
+    ]
+    got, want = scorer.score(openai_samples), scorer.score(card_samples)
+    for g, w in zip(got, want):
+        assert g.error is None and w.error is None, (g.error, w.error)
+        assert g.score == w.score
+
+
+def test_rendered_text_scores_exactly_as_the_conversation_it_renders(scorer):
+    messages = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
+    text = scorer.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    assert text.endswith("<|im_end|>\n")
+    by_text, by_messages, other = scorer.score(
+        [{"rendered_text": text}, {"messages": messages}, {"rendered_text": text.replace("4", "5")}]
+    )
+    assert by_text.error is None and by_text.score == by_messages.score
+    assert other.score != by_text.score  # the text is what is scored
+
+
+def test_rendered_text_with_a_vision_placeholder_is_refused_not_scored_as_text(scorer):
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]},
+        {"role": "assistant", "content": "Blue."},
+    ]
+    text = scorer.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    (result,) = scorer.score([{"rendered_text": text}])
+    assert result.error is not None and result.error.code == "bad_content"
+    assert "<|image_pad|>" in result.error.message and "image_url" in result.error.message
+
+
+@pytest.mark.parametrize(
+    ("sample", "code"),
+    [
+        ({"rendered_text": ""}, "invalid_sample"),
+        ({"rendered_text": 3}, "invalid_sample"),
+        ({"rendered_text": "x", "add_special_tokens": "yes"}, "invalid_sample"),
+        ({"rendered_text": "x", "images": [URI]}, "invalid_sample"),
+    ],
+)
+def test_malformed_rendered_text_samples_get_their_own_error(scorer, sample, code):
+    bad, good = scorer.score([sample, {"rendered_text": "fine"}])
+    assert bad.error is not None and bad.error.code == code
+    assert good.error is None
