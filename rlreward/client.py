@@ -15,8 +15,9 @@ with jittered exponential backoff, waiting at least the server's ``Retry-After``
 
 * the server cannot be reached (connection refused/reset: the Serve HTTP proxy restarts in ~30 s),
 * it answers 429, 502, 503 or 504 (overloaded, a replica or the ingress restarting),
-* it answers 500 from Ray Serve's proxy because the ingress actor died under the request (a plain
-  text body naming the actor death; the ingress's own 500s are JSON and are not retried),
+* it answers a 500 that the ingress did not write: Ray Serve's HTTP proxy answers a bare "Internal
+  Server Error" when the ingress actor died under the request (the ingress's own 500s carry
+  ``{"error": ...}``: a bug, not retried),
 * a replica died or was unavailable, or an attempt timed out.
 
 Any other 4xx is final at once. Results always go back to their own sample, in order, however the
@@ -52,7 +53,6 @@ import concurrent.futures
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -90,13 +90,6 @@ INGRESS_DEPLOYMENT = "RewardIngress"
 #: One hint is one attempt of at most this long: a late hint is worth little, and hints are advisory.
 HINT_TIMEOUT_S = 10.0
 _RETRY_STATUS = {429, 502, 503, 504}
-#: How Ray Serve's HTTP proxy words a 500 for a request whose ingress actor died (its body is the
-#: plain-text ``str()`` of a ``RayActorError``/``ActorDiedError``/``ActorUnavailableError``).
-_DEAD_ACTOR_500 = re.compile(
-    r"ActorDiedError|RayActorError|ActorUnavailableError|actor died|actor is dead|actor is unavailable"
-    r"|died unexpectedly|ReplicaUnavailable|DeploymentUnavailable",
-    re.IGNORECASE,
-)
 
 
 # -- JSON encoding of in-process image references ----------------------------------------------------
@@ -138,15 +131,17 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
-def _is_dead_actor_500(response: Any) -> bool:
-    """A 500 written by Serve's proxy because the ingress actor died (not one of the ingress's own)."""
+def _is_proxy_500(response: Any) -> bool:
+    """A 500 that the ingress did not write: Ray Serve's HTTP proxy answers a bare "Internal Server
+    Error" when the ingress actor died under the request (it sends no body for a ``RayActorError``),
+    while every 500 of the ingress itself carries ``{"error": {"code", "message"}}`` (a bug: final)."""
     if response.status_code != 500:
         return False
     try:
-        response.json()
-        return False  # the ingress answers JSON; the proxy answers the exception's text
+        body = response.json()
     except ValueError:
-        return bool(_DEAD_ACTOR_500.search(response.text[:4000]))
+        return True
+    return not (isinstance(body, dict) and isinstance(body.get("error"), dict))
 
 
 # -- transports: the one place where foreign errors are translated -----------------------------------
@@ -212,7 +207,7 @@ class _HttpTransport:
             raise AuthenticationError(
                 text + " (pass api_key= or set RLREWARD_API_KEY)", status_code=status, code=code
             )
-        if status in _RETRY_STATUS or _is_dead_actor_500(response):
+        if status in _RETRY_STATUS or _is_proxy_500(response):
             raise RewardServerError(text, status_code=status, code=code, retry_after_s=_retry_after(response))
         if 400 <= status < 500:
             raise RewardRequestError(text, status_code=status, code=code)

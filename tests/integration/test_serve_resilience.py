@@ -4,6 +4,7 @@ run loses no sample (the clients retry)."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -93,3 +94,71 @@ def test_replica_killed_mid_run_loses_no_sample(spread_app, scorer, caplog):
         assert [r.score for r in results] == pytest.approx(expected, abs=1e-4)
     retried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
     assert retried, "no chunk was retried: the kill did not hit a request in flight"
+
+
+def _serve_actor(match) -> str:
+    """Name of the one live Serve actor (namespace "serve") whose name satisfies ``match``."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"]
+    found = [n for n in names if match(n)]
+    assert len(found) == 1, f"expected one matching Serve actor, found {found} among {names}"
+    return found[0]
+
+
+def _lost_and_misplaced(results, expected) -> tuple[int, int]:
+    lost = sum(1 for r in results if not r.ok) + max(0, len(expected) - len(results))
+    misplaced = sum(
+        1 for r, want in zip(results, expected) if r.ok and abs(r.score - want) > 1e-4 * max(1.0, abs(want))
+    )
+    return lost, misplaced
+
+
+@pytest.mark.parametrize("victim", ["ingress", "proxy"])
+def test_ingress_or_http_proxy_killed_mid_run_loses_and_misplaces_no_sample(
+    ray_cluster, spread_app, scorer, caplog, victim
+):
+    """ray.kill on the app's ingress replica, or on Serve's HTTP proxy, while HTTP requests are in
+    flight: the clients (sync and async, default retry budget) get every score back, each to its own
+    sample. The proxy comes back on the same port (~30 s here); the ingress replica is replaced."""
+    import asyncio
+    import logging
+
+    import ray
+
+    from rlreward.client import AsyncRewardClient
+    from tests.integration.conftest import _proxies_healthy
+
+    caplog.set_level(logging.INFO, logger="rlreward.client")
+    samples = _samples(400)
+    expected = [r.score for r in scorer.score(samples)]
+    assert all(s is not None for s in expected)
+    opts = {"chunk_size": 40, "max_concurrency": 2}  # default retry budget: it must outlast the outage
+    sync_run = RewardClient(url=spread_app.url, **opts).submit(samples)
+
+    async def async_run():
+        async with AsyncRewardClient(url=spread_app.url, **opts) as client:
+            return await client.score(samples)
+
+    with ThreadPoolExecutor(1) as pool:
+        async_future = pool.submit(asyncio.run, async_run())
+        wait_for(
+            lambda: spread_app.stats()["backlog_samples"] > 0,
+            60,
+            interval_s=0.01,
+            what="HTTP requests in flight",
+        )
+        assert not sync_run.done() and not async_future.done(), "the runs ended before the kill"
+        if victim == "ingress":
+            name = _serve_actor(lambda n: n.startswith(f"SERVE_REPLICA::{spread_app.name}#RewardIngress"))
+        else:
+            name = _serve_actor(lambda n: n.startswith("SERVE_PROXY_ACTOR"))
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        outcomes = {"sync": sync_run.result(timeout=600), "async": async_future.result(timeout=600)}
+
+    counts = {k: _lost_and_misplaced(v, expected) for k, v in outcomes.items()}
+    assert counts == {"sync": (0, 0), "async": (0, 0)}, f"(lost, misplaced) per client: {counts}"
+    assert all(len(v) == len(samples) for v in outcomes.values())
+    retried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
+    assert retried, f"no chunk was retried: the {victim} kill did not hit a request in flight"
+    wait_for(_proxies_healthy, 120, what="a healthy Serve HTTP proxy again")  # for later tests
