@@ -8,6 +8,9 @@
         --json tune.json --out-yaml recommended.yaml --plot tune.png
     rlreward serve --config recommended.yaml --model /models/skywork
 
+    # measure the replica on a real deployment first (a throwaway app; local cluster or --ray-address)
+    rlreward tune --workload grpo ... --measure configs/tiny-cpu.yaml --json tune.json
+
     # predict one config (an AppConfig YAML) on a recorded trace
     rlreward tune --trace run.jsonl --replica-samples-per-s 20 --cold-start-s 15 \\
         --evaluate configs/skywork-vl-7b.yaml --json predicted.json
@@ -105,11 +108,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="trace replay: closed loop needs step and latency_s on every record (default auto)",
     )
 
-    rep = p.add_argument_group("replica (measure with rlreward bench)")
-    rep.add_argument(
-        "--replica-samples-per-s", type=float, required=True, help="samples one replica scores per s"
+    rep = p.add_argument_group(
+        "replica: give both numbers, or measure them (--measure), or read samples/s from --bench-json"
     )
-    rep.add_argument("--cold-start-s", type=float, required=True, help="seconds from scale-up to serving")
+    rep.add_argument("--replica-samples-per-s", type=float, help="samples one replica scores per s")
+    rep.add_argument("--cold-start-s", type=float, help="seconds from scale-up to serving")
+    rep.add_argument(
+        "--measure",
+        metavar="CONFIG.yaml",
+        help="calibrate on a real deployment of this AppConfig (a throwaway app, 1 then 2 replicas): "
+        "per-replica samples/s from GRPO bursts and a second replica's cold start; given numbers win",
+    )
+    rep.add_argument("--ray-address", help="--measure: the Ray cluster to use (default: start a local one)")
+    rep.add_argument(
+        "--measure-bursts", type=int, default=3, help="--measure: timed bursts after a warm-up (3)"
+    )
+    rep.add_argument(
+        "--measure-prompts",
+        type=int,
+        default=None,
+        help="--measure: requests per burst (default --prompts, else 8)",
+    )
+    rep.add_argument(
+        "--measure-group",
+        type=int,
+        default=None,
+        help="--measure: samples per request (default --group, else 8)",
+    )
+    rep.add_argument("--bench-json", metavar="FILE", help="samples/s from an `rlreward bench` JSON record")
+    rep.add_argument("--bench-system", help="--bench-json: which system (default serve, else the fastest)")
 
     p.add_argument("--min-replicas", type=int, default=1, help="lower bound of the sweep (default 1)")
     p.add_argument(
@@ -218,9 +245,61 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _replica_numbers(args: argparse.Namespace) -> tuple[float, float, dict[str, Any] | None]:
+    """samples/s and cold start: given, else measured (--measure) or read (--bench-json)."""
+    rate, cold, cal = args.replica_samples_per_s, args.cold_start_s, None
+    if args.measure and (rate is None or cold is None):
+        from rlreward.offline.tune.measure import calibrate
+        from rlreward.serving.config import load_app_config
+
+        cfg = load_app_config(args.measure)
+        import ray
+        from ray import serve
+
+        ray.init(address=args.ray_address, log_to_driver=False)
+        try:
+            if args.ray_address is None:
+                import socket
+
+                with socket.socket() as sock:  # a free port: 8000 may be another server's
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+            found = calibrate(
+                cfg,
+                prompts=args.measure_prompts or args.prompts or 8,
+                group=args.measure_group or args.group or 8,
+                bursts=args.measure_bursts,
+                cold_start=cold is None,
+            )
+        finally:
+            if args.ray_address is None:
+                serve.shutdown()
+            ray.shutdown()
+        cal = found.to_json()
+        rate = rate if rate is not None else found.samples_per_s
+        cold = cold if cold is not None else found.cold_start_s
+    elif args.bench_json and rate is None:
+        from rlreward.offline.tune.measure import from_bench_json
+
+        found = from_bench_json(args.bench_json, args.bench_system)
+        cal, rate = found.to_json(), found.samples_per_s
+    if rate is None or cold is None:
+        raise ValueError(
+            "the replica model needs --replica-samples-per-s and --cold-start-s "
+            "(or --measure CONFIG.yaml; --bench-json gives samples/s only)"
+        )
+    return rate, cold, cal
+
+
 def _run(args: argparse.Namespace) -> int:
     workload = _workload(args)
-    replica = ReplicaModel(samples_per_s=args.replica_samples_per_s, cold_start_s=args.cold_start_s)
+    rate, cold, calibration = _replica_numbers(args)
+    replica = ReplicaModel(samples_per_s=rate, cold_start_s=cold)
+    if calibration is not None:
+        print(
+            f"rlreward tune: replica {rate:.3g} samples/s, cold start {cold:.3g} s ({calibration['source']})"
+        )
     timing = ServeTiming(
         metrics_interval_s=args.metrics_interval_s,
         aggregation=args.aggregation,
@@ -232,6 +311,7 @@ def _run(args: argparse.Namespace) -> int:
         "workload": workload.summary(),
         "replica": asdict(replica),
         "timing": asdict(timing),
+        "calibration": calibration,
     }
     if args.evaluate:
         return _evaluate(args, workload, replica, timing, common)

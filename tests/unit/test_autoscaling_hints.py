@@ -268,3 +268,48 @@ def test_trl_reward_scores_even_when_hints_are_refused_and_can_turn_them_off():
     server.log.clear()
     assert off(prompts=prompts, completions=completions) == [1.5, 1.5]
     assert server.log == ["score 2"]
+
+
+def _shipped_configs() -> list:
+    from pathlib import Path
+
+    import rlreward
+
+    root = Path(rlreward.__file__).parent
+    return sorted((root.parent / "configs").glob("*.yaml")) + sorted((root / "configs").glob("*.yaml"))
+
+
+def test_every_shipped_config_sets_its_replica_bound_deliberately():
+    import yaml
+
+    paths = _shipped_configs()
+    assert len(paths) >= 3
+    for path in paths:
+        replica = yaml.safe_load(path.read_text())["replica"]
+        auto = replica.get("autoscaling")
+        if auto is None:
+            assert "num_replicas" in replica, f"{path}: neither a fixed num_replicas nor autoscaling"
+        else:  # Serve's max_replicas default (1) would silently forbid scaling up
+            assert "max_replicas" in auto, f"{path}: autoscaling without an explicit max_replicas"
+
+
+def test_the_commented_hint_examples_in_shipped_configs_are_valid():
+    import re
+
+    import yaml
+
+    found = 0
+    for path in _shipped_configs():
+        text = path.read_text()
+        m = re.search(r"^(\s*)# hints:\n((?:\1#   .*\n)+)", text, re.M)
+        inline = re.search(r"#\s+hints: (\{.*\})", text)
+        if m:
+            body = "hints:\n" + "".join(line.replace("#", "", 1) for line in m.group(2).splitlines(True))
+            hints = yaml.safe_load(body.replace(m.group(1) + "  ", "  "))["hints"]
+        elif inline:
+            hints = yaml.safe_load(inline.group(1))
+        else:
+            continue
+        AutoscalingOptions(max_replicas=2, hints=hints)
+        found += 1
+    assert found >= 2

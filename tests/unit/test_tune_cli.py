@@ -182,3 +182,26 @@ def test_sweep_on_a_trace(tmp_path):
     assert data["workload"]["closed_loop"] is True and data["workload"]["steps"] == 3
     assert data["recommended_without_hints"] is not None
     assert all(p["config"]["hint"] is None for p in data["points"])
+
+
+def test_bench_json_gives_the_replica_throughput(tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(
+        json.dumps({"systems": {"shared": {"samples_per_s": 6.0}, "serve": {"samples_per_s": 8.0}}})
+    )
+    out = tmp_path / "pred.json"
+    conf = tmp_path / "fixed2.yaml"
+    conf.write_text(
+        yaml.safe_dump(
+            {"scorer": {"model": ".cache/tiny"}, "replica": {"num_replicas": 2, "max_ongoing_requests": 8}}
+        )
+    )
+    i = GRPO.index("--replica-samples-per-s")  # from the bench record instead
+    args = GRPO[:i] + GRPO[i + 2 :] + ["--evaluate", str(conf), "--json", str(out)]
+    assert _run(args + ["--bench-json", str(bench)]) == 0
+    got = json.loads(out.read_text())
+    assert got["replica"]["samples_per_s"] == 8.0  # the serve system's number
+    assert got["calibration"]["source"].endswith(":serve")
+    assert got["predicted"]["reward_stage_s"] == pytest.approx(2.0)  # as test_evaluate_predicts_one_config
+    assert _run(args + ["--bench-json", str(bench), "--bench-system", "nope"]) == 2
+    assert _run(args) == 2  # no throughput at all
