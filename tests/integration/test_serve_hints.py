@@ -74,8 +74,10 @@ def test_handle_mode_hints_reach_the_same_policy(hinted_app):
 def hinted_app_ingress_post(app_name: str, body: dict) -> dict:
     from ray import serve
 
-    return serve.get_deployment_handle("RewardIngress", app_name=app_name).post_hint.remote(body).result(
-        timeout_s=30
+    return (
+        serve.get_deployment_handle("RewardIngress", app_name=app_name)
+        .post_hint.remote(body)
+        .result(timeout_s=30)
     )
 
 
@@ -111,3 +113,19 @@ def test_unauthenticated_hint_is_refused_with_401(hinted_app):
 def test_app_without_hint_policy_says_hints_are_not_used(serve_app):
     answer = RewardClient(url=serve_app.url, api_key=serve_app.api_key).expect(64, within_s=5)
     assert answer["accepted"] is False and "no hint policy" in answer["reason"]
+
+
+def test_tune_measure_calibrates_on_a_real_deployment_and_cleans_up(ray_cluster, tiny_model_dir):
+    from ray import serve
+
+    from rlreward.offline.tune.measure import CALIBRATION_APP, calibrate
+    from rlreward.serving.config import load_app_config
+
+    cfg = load_app_config({"model": tiny_model_dir, "replica.ray_actor_options.num_cpus": 0.1})
+    cal = calibrate(cfg, prompts=2, group=4, bursts=2, log=lambda *_: None)
+    assert [n for n, _ in cal.bursts] == [8, 8]
+    assert cal.samples_per_s == pytest.approx(
+        sorted(n / s for n, s in cal.bursts)[0] / 2 + sorted(n / s for n, s in cal.bursts)[1] / 2
+    )
+    assert cal.cold_start_s is not None and cal.cold_start_s > 0
+    assert CALIBRATION_APP not in serve.status().applications
