@@ -9,8 +9,8 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -76,37 +76,28 @@ def test_handle_and_http_scores_equal_in_process_scores(serve_app, scorer):
         _assert_same(results, expected)
 
 
-def test_concurrent_callers_samples_share_one_forward_pass(serve_app):
-    """Two callers, one sample each, sent at the same moment: the replica's batch log must show a
-    batch holding both requests (batch_wait_timeout_s is 0.05 in this app)."""
-    clients = [RewardClient(app_name=serve_app.name) for _ in range(2)]
-    for c in clients:  # connect first, so the two calls start together
-        c.score([{"prompt": "warm", "response": "up"}])
-
-    def attempt() -> list[dict]:
-        before = serve_app.stats()["batches"]
-        barrier = threading.Barrier(2)
-
-        def call(i):
-            barrier.wait()
-            clients[i].score([{"prompt": f"question {i}", "response": f"answer {i}"}])
-
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        stats = serve_app.stats()
-        return stats["recent_batches"][-(stats["batches"] - before) :]
-
-    # A loaded 2-core box can delay one thread past the batch window; batching must show within 3 tries.
-    seen = []
-    for _ in range(3):
-        batches = attempt()
-        seen.append(batches)
-        if any(b["requests"] == 2 and b["samples"] == 2 for b in batches):
-            return
-    pytest.fail(f"the two callers' samples never shared a batch: {seen}")
+def test_concurrent_callers_samples_share_one_forward_pass(deploy_app):
+    """Two callers, one sample each: the replica's batch log shows one forward pass holding both
+    requests. The app's batch window is long (60 s) and its batch size 2, so the first sample waits
+    for the second however loaded the machine is, and the batch runs as soon as both are there."""
+    app = deploy_app(
+        "batchpair",
+        **{"scorer.batching.batch_wait_timeout_s": 60.0, "scorer.batching.max_batch_size": 2},
+    )
+    try:
+        clients = [RewardClient(app_name=app.name) for _ in range(2)]
+        before = app.stats()["batches"]
+        with ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(c.score, [{"prompt": f"question {i}", "response": f"answer {i}"}])
+                for i, c in enumerate(clients)
+            ]
+            assert all(f.result(timeout=120)[0].ok for f in futures)
+        stats = app.stats()
+        batches = stats["recent_batches"][-(stats["batches"] - before) :]
+        assert batches == [batches[0]] and (batches[0]["requests"], batches[0]["samples"]) == (2, 2), batches
+    finally:
+        app.delete()
 
 
 def test_http_routes_health_models_and_errors(serve_app):
@@ -122,21 +113,33 @@ def test_http_routes_health_models_and_errors(serve_app):
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-def test_get_reward_route_for_openrlhf(serve_app):
-    payload = {
-        "query": ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>"],
-        "prompts": ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"],
-        "labels": [""],
-    }
-    r = httpx.post(serve_app.url + "/get_reward", json=payload, timeout=60)
-    try:
-        import rlreward.adapters.openrlhf  # noqa: F401
-    except ImportError:
-        assert r.status_code == 501 and r.json()["error"]["code"] == "not_implemented"
-        return
+def test_get_reward_route_for_openrlhf(serve_app, scorer):
+    """OpenRLHF's request (decoded chat-template strings) gets, per query and in order, the score the
+    in-process scorer gives the same conversation; an unparsable query gets the fallback reward and
+    rm_error 1 without disturbing its neighbours."""
+    from rlreward.adapters.openrlhf import OpenRLHFOptions
+
+    def chat(user: str, answer: str) -> tuple[str, str]:
+        prompt = f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+        return prompt + f"{answer}<|im_end|>", prompt
+
+    pairs = [("What is 2+2?", "4"), ("Name a colour.", "Blue, like the sky."), ("What is 2+2?", "5")]
+    queries, prompts = zip(*(chat(u, a) for u, a in pairs))
+    queries = [queries[0], "no chat template here at all", *queries[1:]]
+    prompts = [prompts[0], "", *prompts[1:]]
+    r = httpx.post(
+        serve_app.url + "/get_reward",
+        json={"query": queries, "prompts": prompts, "labels": [""] * 4},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
-    rewards = r.json()["rewards"]
-    assert len(rewards) == 1 and isinstance(rewards[0], (int, float))
+    body = r.json()
+    expected = [x.score for x in scorer.score([{"prompt": u, "response": a} for u, a in pairs])]
+    rewards = body["rewards"]
+    assert len(rewards) == 4 and body["extra_logs"]["rm_error"] == [0.0, 1.0, 0.0, 0.0]
+    assert [rewards[0], *rewards[2:]] == pytest.approx(expected, abs=1e-4)
+    assert rewards[1] == OpenRLHFOptions().fallback_reward
+    assert expected[0] != pytest.approx(expected[2], abs=1e-4)  # the two answers are told apart
 
 
 def test_rlreward_serve_joins_the_cluster_serves_and_stops_on_sigint(ray_cluster, serve_app, tiny_model_dir):
