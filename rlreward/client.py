@@ -610,7 +610,10 @@ class RewardClient(_BaseRewardClient):
         return self._hint(self._hint_body("rollout_started"))
 
     def step_done(self) -> dict[str, Any]:
-        """This step's scores are all back: the deployment may scale down during the trainer update."""
+        """This step's scores are all back: the deployment may scale down during the trainer update.
+        With ``record_trace``, the next request is recorded as the next step."""
+        if self._trace is not None:
+            self._trace.step_done()
         return self._hint(self._hint_body("step_done"))
 
     def close(self) -> None:
@@ -722,6 +725,8 @@ class AsyncRewardClient(_BaseRewardClient):
 
     async def step_done(self) -> dict[str, Any]:
         """Async :meth:`RewardClient.step_done`."""
+        if self._trace is not None:
+            self._trace.step_done()
         return await self._hint(self._hint_body("step_done"))
 
     async def aclose(self) -> None:

@@ -237,3 +237,20 @@ def test_bad_image_size_is_a_usage_error(bad):
 
     with pytest.raises(UsageError):
         parse_image_size(bad)
+
+
+def test_the_step_done_hint_starts_a_new_step_in_the_trace(tmp_path):
+    path = tmp_path / "hinted.jsonl"
+    score = _server([])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/hints":
+            return httpx.Response(200, json={"accepted": False, "reason": "no hint policy"})
+        return score(request)
+
+    client = RewardClient(url="http://rm", transport=httpx.MockTransport(handler), record_trace=str(path))
+    client.score([{"prompt": "a", "response": "b"}])
+    client.score([{"prompt": "a", "response": "c"}])  # no pause: the same step
+    client.step_done()
+    client.score([{"prompt": "a", "response": "d"}])
+    assert [r["step"] for r in _records(path)[1:]] == [0, 0, 1]
