@@ -256,7 +256,8 @@ def _replica_numbers(args: argparse.Namespace) -> tuple[float, float, dict[str, 
         import ray
         from ray import serve
 
-        ray.init(address=args.ray_address, log_to_driver=False)
+        # no --ray-address: a fresh local cluster, never whichever one this machine runs already
+        ray.init(address=args.ray_address or "local", log_to_driver=False)
         try:
             if args.ray_address is None:
                 import socket
