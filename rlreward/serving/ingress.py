@@ -9,7 +9,11 @@ Routes:
   ``{"rewards": [...], ...}``), implemented by :func:`rlreward.adapters.openrlhf.get_reward_endpoint`
   over this server's scoring; 501 if that adapter is not installed.
 * ``GET /health``: 200 when a replica answers, else 503. Never needs the token.
-* ``GET /v1/models``: the served model (id, head shape, dtype, device) and the request limits.
+* ``GET /v1/models``: the served model in vLLM's ``ModelCard`` shape (id, created, root,
+  max_model_len, permission), then rlreward's fields (head shape, dtype, device, request limits).
+* ``POST /classify`` (also ``/v1/classify``), ``POST /pooling``, ``POST /score``: vLLM's reward-model
+  API (:mod:`rlreward.serving.vllm_api`), so clients written for vLLM need no code; their errors use
+  vLLM's body ``{"error": {"message", "type", "param", "code"}}`` (401/413/5xx included).
 * ``POST /v1/hints`` ``{"event": "expect"|"rollout_started"|"step_done", "n_samples"?: int,
   "within_s"?: float, "source"?: str}`` → ``{"accepted": bool, "reason"?: str}``: the trainer's RL-phase
   hint for the autoscaling policy (:mod:`rlreward.serving.autoscaling`). An application without the
@@ -63,6 +67,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlreward.errors import classify_ray_error
 from rlreward.schema import ScoreResult
+from rlreward.serving import vllm_api
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
 
 log = logging.getLogger("rlreward")
@@ -146,6 +151,14 @@ def error_response(status: int, code: str, message: str, retry_after_s: float | 
 @api.exception_handler(HttpError)
 async def _http_error(_: Request, exc: HttpError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.retry_after_s)
+
+
+@api.exception_handler(vllm_api.VllmError)
+async def _vllm_error(_: Request, exc: vllm_api.VllmError) -> JSONResponse:
+    headers = (
+        {"Retry-After": str(max(1, round(exc.retry_after_s)))} if exc.retry_after_s is not None else None
+    )
+    return JSONResponse(exc.body(redact_paths(exc.message)), status_code=exc.status, headers=headers)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -291,7 +304,24 @@ class RewardIngress:
         """Score through the replicas; raises :class:`HttpError` for unavailable/overloaded/timeout."""
         if not samples:
             return []
-        response = self._replica.score.remote(samples)
+        results = await self._await_replica(self._replica.score.remote(samples))
+        if len(results) != len(samples):  # would be a replica bug; never hand out misaligned scores
+            raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
+        return results
+
+    async def score_samples_with_tokens(
+        self, samples: list[dict[str, Any]]
+    ) -> tuple[list[ScoreResult], list[int]]:
+        """:meth:`score_samples`, plus each sample's token count (0 where it failed before the model)."""
+        if not samples:
+            return [], []
+        results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
+        if len(results) != len(samples) or len(tokens) != len(samples):
+            raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
+        return results, tokens
+
+    async def _await_replica(self, response: Any) -> Any:
+        """A replica call's answer; Ray/Serve failures and the timeout become :class:`HttpError`."""
         try:
             results = await asyncio.wait_for(_await(response), self._http.request_timeout_s)
         except asyncio.TimeoutError as exc:
@@ -307,8 +337,6 @@ class RewardIngress:
                     500, "internal_error", redact_paths(f"scoring failed: {type(exc).__name__}: {exc}")
                 ) from exc
             raise err from exc
-        if len(results) != len(samples):  # would be a replica bug; never hand out misaligned scores
-            raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
         return results
 
     # -- routes ---------------------------------------------------------------------------------------
@@ -367,6 +395,33 @@ class RewardIngress:
         if unavailable:
             raise unavailable[0]
         return JSONResponse(answer)
+
+    # -- vLLM's reward-model API (rlreward.serving.vllm_api) ------------------------------------------
+    async def _vllm(self, request: Request, route: Any) -> JSONResponse:
+        """Run a :mod:`~rlreward.serving.vllm_api` route; every failure answers in vLLM's error shape."""
+        try:
+            self._authorize(request)
+            vllm_api.check_content_type(request.headers.get("content-type"))
+            payload = _parse_json(await self._read_body(request))
+            ctx = vllm_api.VllmContext(
+                self._model_name, self._http.max_samples_per_request, request.headers.get("x-request-id")
+            )
+            return JSONResponse(await route(payload, ctx, self.score_samples_with_tokens))
+        except HttpError as exc:
+            raise vllm_api.from_http_error(exc.status, exc.message, exc.retry_after_s) from exc
+
+    @api.post("/classify", openapi_extra=_openapi_body(vllm_api.InputRequest))
+    @api.post("/v1/classify", include_in_schema=False)
+    async def vllm_classify(self, request: Request) -> JSONResponse:
+        return await self._vllm(request, vllm_api.classify)
+
+    @api.post("/pooling", openapi_extra=_openapi_body(vllm_api.PoolingRequest))
+    async def vllm_pooling(self, request: Request) -> JSONResponse:
+        return await self._vllm(request, vllm_api.pooling)
+
+    @api.post("/score", openapi_extra=_openapi_body(vllm_api.ScoreRequest))
+    async def vllm_score(self, request: Request) -> JSONResponse:
+        return await self._vllm(request, vllm_api.score_pairs)
 
     # -- API description, behind the token ------------------------------------------------------------
     @api.get("/openapi.json", include_in_schema=False)
@@ -428,9 +483,8 @@ class RewardIngress:
                 "object": "list",
                 "data": [
                     {
-                        "id": self._model_name,
-                        "object": "model",
-                        "owned_by": "rlreward",
+                        # vLLM's ModelCard fields first, rlreward's after them.
+                        **vllm_api.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
                         "head_shape": info.get("head_shape"),
                         "hidden_size": info.get("hidden_size"),
                         "dtype": info.get("dtype"),
