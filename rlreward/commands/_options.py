@@ -29,11 +29,28 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--attn-implementation", default=None, help="sdpa, flash_attention_2, eager")
-    p.add_argument("--min-pixels", type=int, default=None, help="smallest resized image area")
-    p.add_argument("--max-pixels", type=int, default=None, help="largest resized image area")
+    p.add_argument(
+        "--min-pixels",
+        type=int,
+        default=None,
+        help="DEVIATION from the checkpoint: min image area of the processor's (second) resize; "
+        "default: the checkpoint's saved bound, as the model card's recipe",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="DEVIATION from the checkpoint: max image area of the processor's (second) resize, e.g. "
+        "1003520 (the card's optional 1280-token bound); default: the checkpoint's saved bound",
+    )
     p.add_argument("--head-file", default=None, help="value-head file name (default value_head.safetensors)")
     p.add_argument("--head-key-prefix", default=None, help="value-head key prefix (default v_head.summary)")
-    p.add_argument("--max-batch-tokens", type=int, default=None, help="token budget of one forward pass")
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="token budget of one forward pass (default: 1024 on CPU, 16384 on GPU)",
+    )
     p.add_argument("--max-batch-size", type=int, default=None, help="most samples in one forward pass")
     p.add_argument("--no-prefix-sharing", action="store_true", help="score every sample in full")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlreward.offline.tiny import make_tiny
+from rlreward.commands._options import CliError
+from rlreward.offline.tiny import ProcessorOptions, make_tiny
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,10 +18,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="then train it (Bradley-Terry on generated colour/shape pairs, about a minute on CPU) "
         "so that it ranks answers like a reward model; see rlreward.offline.train",
     )
+    d = ProcessorOptions()
+    g = p.add_argument_group(
+        "processor",
+        "a checkpoint whose processor differs from Skywork-VL-Reward-7B's (pixel counts are areas, "
+        "width x height; the defaults are the real model's)",
+    )
+    g.add_argument("--min-pixels", type=int, default=d.min_pixels, help="image processor min_pixels")
+    g.add_argument("--max-pixels", type=int, default=d.max_pixels, help="image processor max_pixels")
+    g.add_argument(
+        "--video-min-pixels", type=int, default=d.video_min_pixels, help="video processor min_pixels"
+    )
+    g.add_argument(
+        "--video-max-pixels", type=int, default=d.video_max_pixels, help="video processor max_pixels"
+    )
+    g.add_argument(
+        "--patch-size", type=int, default=d.patch_size, help="vision patch size (model and processor)"
+    )
+    g.add_argument(
+        "--merge-size", type=int, default=d.merge_size, help="vision spatial merge size (model and processor)"
+    )
+    g.add_argument(
+        "--legacy-bounds",
+        action="store_true",
+        help="save the image bounds as top-level min_pixels/max_pixels (Qwen2.5-VL's own layout) instead of size",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    out = make_tiny(args.dir, seed=args.seed)
+    try:
+        options = ProcessorOptions(
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            video_min_pixels=args.video_min_pixels,
+            video_max_pixels=args.video_max_pixels,
+            patch_size=args.patch_size,
+            merge_size=args.merge_size,
+            legacy_bounds=args.legacy_bounds,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    out = make_tiny(args.dir, seed=args.seed, processor=options)
     print(f"wrote tiny Skywork-VL-Reward-shaped checkpoint to {out}")
     if getattr(args, "train", False):
         from tqdm import tqdm

@@ -35,6 +35,32 @@ def _read_jsonl(path: str) -> list[Any]:
     return items
 
 
+def settings_header(info: dict[str, Any]) -> str:
+    """The stderr header of ``rlreward score``: what will run (model, device, both resizes' bounds,
+    video bounds, deviations, the effective batch budget), one ``key=value`` group per line."""
+    pre = info.get("preprocessing") or {}
+    img, vid = pre.get("image") or {}, pre.get("video") or {}
+    first, second = img.get("first_resize") or {}, img.get("second_resize") or {}
+    vfirst, vsecond = vid.get("first_resize") or {}, vid.get("second_resize") or {}
+    bat = info.get("batching") or {}
+    dev = pre.get("deviations") or {}
+    lines = [
+        f"rlreward score: model={info.get('model')} device={info.get('device')} dtype={info.get('dtype')}",
+        f"  image resize 1 (qwen-vl-utils, per-item keys honoured): pixels {first.get('min_pixels')}-"
+        f"{first.get('max_pixels')}, factor {first.get('factor')}",
+        f"  image resize 2 ({second.get('by')}): pixels {second.get('min_pixels')}-{second.get('max_pixels')}, "
+        f"patch {second.get('patch_size')} merge {second.get('merge_size')}",
+        f"  video: resize 1 pixels {vfirst.get('min_pixels')}-{vfirst.get('max_pixels')}, fps {vfirst.get('fps')}, "
+        f"frames {vfirst.get('min_frames')}-{vfirst.get('max_frames')} (limit {vid.get('max_video_frames')}), "
+        f"reader {vfirst.get('file_reader')}; resize 2 pixels {vsecond.get('min_pixels')}-{vsecond.get('max_pixels')}",
+        "  deviations from the checkpoint/recipe: "
+        + (", ".join(f"{k}={v}" for k, v in dev.items()) if dev else "none (the model card's recipe)"),
+        f"  batching: max_batch_tokens={bat.get('max_batch_tokens')} ({bat.get('max_batch_tokens_source')}), "
+        f"max_batch_size={bat.get('max_batch_size')}, prefix_sharing={bat.get('prefix_sharing')}",
+    ]
+    return "\n".join(lines)
+
+
 class _BadLine:
     def __init__(self, line: int, why: str) -> None:
         self.line, self.why = line, why
@@ -53,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     default_root = [os.path.dirname(os.path.abspath(args.input))] if args.input != "-" else []
     config = scorer_config_from_args(args, default_root)
     scorer = Scorer.from_config(config)
+    print(settings_header(scorer.info()), file=sys.stderr)
     bad = {i: s for i, s in enumerate(samples) if isinstance(s, _BadLine)}
     good = [s for s in samples if not isinstance(s, _BadLine)]
     with tqdm(total=len(samples), desc="scoring", unit="sample", file=sys.stderr, disable=None) as bar:

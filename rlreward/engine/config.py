@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: Qwen2.5-VL defaults: 4 to 16,384 visual tokens per image (28x28 pixels per token).
+#: qwen-vl-utils' first-resize defaults: 4 to 16,384 visual tokens per image (28x28 pixels per
+#: token). The second resize uses the checkpoint's own saved processor bounds.
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 #: Token budget used on CPU when none is configured: CPU cost per token is lowest at 512-1024.
 CPU_MAX_BATCH_TOKENS = 1024
+#: Token budget used on a GPU when none is configured (one 7B bf16 pass fits an 80 GB card).
+GPU_MAX_BATCH_TOKENS = 16384
 
 
 class _Model(BaseModel):
@@ -53,7 +56,21 @@ class Limits(_Model):
         default=200.0, gt=1, description="Largest long/short side ratio (Qwen2.5-VL's resize refuses > 200)."
     )
     max_images: int = Field(default=16, ge=0, description="Most images per sample (video frames count too).")
-    max_video_frames: int = Field(default=64, ge=0, description="Most frames per video.")
+    max_video_frames: int = Field(
+        default=64,
+        ge=0,
+        description="Most frames per video: the frames of a frame list, or the frames qwen-vl-utils "
+        "would sample from a video file (its fps/nframes rule, computed from the file's metadata before "
+        "anything is decoded). A video over it is refused (too_many_images), never silently thinned.",
+    )
+    max_video_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest video file, in seconds, read from its metadata before decoding.",
+    )
+    max_tokens: int = Field(
+        default=16384, gt=0, description="Longest rendered sample, in tokens, visual tokens included."
+    )
     max_tokens: int = Field(
         default=16384, gt=0, description="Longest rendered sample, in tokens, visual tokens included."
     )
@@ -62,14 +79,23 @@ class Limits(_Model):
 class BatchingConfig(_Model):
     """How samples are grouped into forward passes."""
 
-    max_batch_tokens: int = Field(
-        default=16384,
+    max_batch_tokens: int | None = Field(
+        default=None,
         gt=0,
-        description="Token budget of one forward pass: padded length x rows. Samples are sorted by length "
-        "so padding stays small. A single sample longer than this still runs, alone. When left unset "
-        f"on a CPU device, {CPU_MAX_BATCH_TOKENS} is used (big batches only lose cache there; see BENCHMARKS.md).",
+        description="Token budget of one forward pass (and of one replica batch): padded length x rows. "
+        "Samples are sorted by length so padding stays small. A single sample longer than this still "
+        f"runs, alone. None = the device's default, resolved where the scorer is built: {CPU_MAX_BATCH_TOKENS} "
+        f"on CPU (big batches only lose cache there; see BENCHMARKS.md), {GPU_MAX_BATCH_TOKENS} on a GPU.",
     )
-    max_batch_size: int = Field(default=64, gt=0, description="Most samples in one forward pass.")
+    max_batch_size: int = Field(
+        default=64, gt=0, description="Most samples in one forward pass (and in one replica batch)."
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.01,
+        ge=0,
+        description="Serving only: how long the first sample of a replica batch waits for samples of "
+        "other requests (latency you trade for batch size). Retunable on running replicas.",
+    )
     min_padding_efficiency: float = Field(
         default=0.9,
         ge=0.0,
@@ -113,16 +139,61 @@ class ScorerConfig(_Model):
         default="v_head.summary",
         description="Key prefix of the head tensors: '<prefix>.weight' [1, H] and '<prefix>.bias' [1].",
     )
-    min_pixels: int = Field(default=DEFAULT_MIN_PIXELS, gt=0, description="Smallest resized image area.")
-    max_pixels: int = Field(
-        default=DEFAULT_MAX_PIXELS,
+    min_pixels: int | None = Field(
+        default=None,
         gt=0,
-        description="Largest resized image area (the card suggests 1280*28*28 to bound visual tokens).",
+        description="DEVIATION from the checkpoint when set: smallest image area of the second resize "
+        "(the checkpoint processor's, as AutoProcessor.from_pretrained(model, min_pixels=...) in the card's "
+        "commented option). None = the checkpoint's saved processor bound (the card's recipe).",
+    )
+    max_pixels: int | None = Field(
+        default=None,
+        gt=0,
+        description="DEVIATION from the checkpoint when set: largest image area of the second resize "
+        "(the card's optional 1280*28*28 bounds visual tokens). None = the checkpoint's saved bound.",
     )
     video_max_pixels: int | None = Field(
-        default=None, description="Largest resized video-frame area; None = qwen-vl-utils default."
+        default=None,
+        gt=0,
+        description="DEVIATION when set: per-frame max_pixels given to qwen-vl-utils' first resize of a "
+        "video that carries no max_pixels of its own. None = qwen-vl-utils' video default (the recipe).",
     )
     media: MediaPolicy = Field(default_factory=MediaPolicy, description="Allowed image sources.")
     limits: Limits = Field(default_factory=Limits, description="Per-sample limits.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Batch planning.")
     trust_remote_code: bool = Field(default=False, description="Passed to transformers' loaders.")
+
+    @model_validator(mode="after")
+    def _pixel_bounds(self) -> ScorerConfig:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels})")
+        return self
+
+    @property
+    def deviations(self) -> dict[str, int]:
+        """The preprocessing settings that depart from the checkpoint/recipe (empty = none)."""
+        return {
+            k: v
+            for k, v in (
+                ("min_pixels", self.min_pixels),
+                ("max_pixels", self.max_pixels),
+                ("video_max_pixels", self.video_max_pixels),
+            )
+            if v is not None
+        }
+
+
+def default_max_batch_tokens(device_type: str) -> int:
+    """The token budget an unset ``batching.max_batch_tokens`` means on a device of this type."""
+    return CPU_MAX_BATCH_TOKENS if device_type == "cpu" else GPU_MAX_BATCH_TOKENS
+
+
+def resolve_device_defaults(config: ScorerConfig, device_type: str) -> ScorerConfig:
+    """``config`` with every device-dependent default made concrete for ``device_type`` ('cpu',
+    'cuda', ...). The one place an unset value becomes a number; the scorer calls it when built, so
+    ``score``, ``serve``, ``bench``, ``eval`` and the Python API resolve alike. Idempotent."""
+    bc = config.batching
+    if bc.max_batch_tokens is not None:
+        return config
+    batching = bc.model_copy(update={"max_batch_tokens": default_max_batch_tokens(device_type)})
+    return config.model_copy(update={"batching": batching})

@@ -196,35 +196,109 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return to_rgb(img)
 
 
-def load_video_frames(
-    path: Path, max_frames: int, fps: float = 2.0, limits: Limits | None = None
-) -> list[Image.Image]:
-    """Decode a video file (PyAV) and sample frames the way qwen-vl-utils does: ``fps`` frames per
-    second of video, at least 4, at most ``max_frames``, an even number, evenly spaced.
+#: The qwen-vl-utils video reader rlreward pins (``FORCE_QWENVL_VIDEO_READER`` in the environment
+#: overrides it): decord decodes only the sampled frames, and is what qwen-vl-utils picks by itself
+#: when torchcodec is absent. torchvision 0.29 has no ``io.read_video``; qwen-vl-utils' silent
+#: fallback to it is refused by the preprocessor.
+VIDEO_READER = "decord"
 
-    Raises :class:`SampleError` (``video_error``) when the file cannot be decoded.
+
+def ensure_video_reader() -> str:
+    """Make qwen-vl-utils read video files with :data:`VIDEO_READER` (or the environment's
+    ``FORCE_QWENVL_VIDEO_READER``) and return that reader's name.
+
+    Raises :class:`SampleError` (``video_error``) when the reader is not installed.
+    """
+    import importlib.util
+
+    from qwen_vl_utils import vision_process as vp
+
+    want = os.environ.get("FORCE_QWENVL_VIDEO_READER") or VIDEO_READER
+    if want not in vp.VIDEO_READER_BACKENDS:
+        raise SampleError(ErrorCode.VIDEO_ERROR, f"unknown video reader {want!r} (FORCE_QWENVL_VIDEO_READER)")
+    if want != "torchvision" and importlib.util.find_spec(want) is None:
+        raise SampleError(
+            ErrorCode.VIDEO_ERROR,
+            f"video files need the {want} reader: pip install {want} (or send the video as a list of frames)",
+        )
+    if vp.FORCE_QWENVL_VIDEO_READER != want:
+        vp.FORCE_QWENVL_VIDEO_READER = want
+        vp.get_video_reader_backend.cache_clear()
+    return vp.get_video_reader_backend()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video file's metadata, read without decoding frames."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps if self.fps > 0 else float("inf")
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Frame count, average rate and frame size from the container/index (no frame decoded).
+
+    Raises :class:`SampleError` (``video_error``) when the file cannot be opened as a video.
     """
     try:
-        import av
-    except ImportError as exc:  # pragma: no cover - av is in the model extra
-        raise SampleError(ErrorCode.VIDEO_ERROR, "video files need PyAV: pip install av") from exc
+        import decord
+    except ImportError as exc:
+        raise SampleError(ErrorCode.VIDEO_ERROR, "video files need decord: pip install decord") from exc
     try:
+        import av
+
+        # Frame size from the stream header (no decoding), before decord allocates anything.
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            frames = [f.to_image() for f in container.decode(stream)]
-            rate = float(stream.average_rate or 0) or 2.0
+            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        # Count and rate as qwen-vl-utils' decord reader sees them (it samples from these).
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        info = VideoInfo(frames=len(vr), fps=float(vr.get_avg_fps()), width=width, height=height)
+        del vr
+    except SampleError:
+        raise
     except Exception as exc:
-        raise SampleError(ErrorCode.VIDEO_ERROR, f"cannot decode video {path.name}: {exc}") from exc
-    total = len(frames)
-    if total < 2:
+        raise SampleError(ErrorCode.VIDEO_ERROR, f"cannot read video {path.name}: {exc}") from exc
+    return info
+
+
+def check_video_file(path: Path, item: dict, limits: Limits) -> VideoInfo:
+    """Check a video file against ``limits`` from its metadata alone, before any frame is decoded.
+
+    ``item`` holds the video item's qwen-vl-utils keys (``fps``/``nframes``/``min_frames``/
+    ``max_frames``/``video_start``/``video_end``): the number of frames qwen-vl-utils will sample is
+    computed with its own ``smart_nframes`` and must be at most ``limits.max_video_frames``.
+    Raises :class:`SampleError`: ``image_too_large``/``aspect_ratio`` for the frame size,
+    ``video_error`` for an unreadable file, a duration over ``limits.max_video_seconds`` or keys
+    qwen-vl-utils refuses, ``too_many_images`` for too many sampled frames.
+    """
+    from qwen_vl_utils.vision_process import calculate_video_frame_range, smart_nframes
+
+    info = probe_video(path)
+    if info.frames < 2:
+        raise SampleError(ErrorCode.VIDEO_ERROR, f"video {path.name} has {info.frames} frame(s); at least 2 are needed")
+    _check_geometry(info.width, info.height, limits)
+    if info.seconds > limits.max_video_seconds:
         raise SampleError(
-            ErrorCode.VIDEO_ERROR, f"video {path.name} has {total} frame(s); at least 2 are needed"
+            ErrorCode.VIDEO_ERROR,
+            f"video {path.name} is {info.seconds:.0f} s long, over {limits.max_video_seconds:g} s "
+            "(limits.max_video_seconds)",
         )
-    if limits is not None:
-        _check_geometry(frames[0].width, frames[0].height, limits)
-    want = total / rate * fps
-    upper = max(2, min(max_frames, total) // 2 * 2)
-    n = int(min(max(want, 4), upper)) // 2 * 2
-    n = max(2, min(n, upper))
-    idx = [round(i * (total - 1) / (n - 1)) for i in range(n)]
-    return [frames[i].convert("RGB") for i in idx]
+    try:
+        _, _, total = calculate_video_frame_range(item, info.frames, info.fps)
+        n = smart_nframes(item, total_frames=total, video_fps=info.fps)
+    except (ValueError, AssertionError) as exc:
+        raise SampleError(ErrorCode.VIDEO_ERROR, f"video {path.name}: {exc}") from exc
+    if n > limits.max_video_frames:
+        raise SampleError(
+            ErrorCode.TOO_MANY_IMAGES,
+            f"video {path.name} would be sampled to {n} frames, over {limits.max_video_frames} "
+            "(limits.max_video_frames); lower its fps/nframes or max_frames",
+        )
+    return info

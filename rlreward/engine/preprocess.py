@@ -2,10 +2,19 @@
 
 :func:`normalize_messages` turns either sample form into one conversation (model-card format) and
 checks its structure. :class:`Preprocessor` then decodes and checks every image
-(:mod:`rlreward.engine.media`), resizes exactly as the reference recipe does
-(``qwen_vl_utils.process_vision_info``: ``smart_resize`` to multiples of 28 within min/max pixels),
-renders with the model's chat template (``add_generation_prompt=False``, so the text ends
-``<|im_end|>\\n``), runs the model's processor, and computes the sample's 3D (M-RoPE) position ids.
+(:mod:`rlreward.engine.media`) and runs the model card's recipe literally: the chat template
+(``add_generation_prompt=False``, so the text ends ``<|im_end|>\\n``), then **two resizes**:
+
+1. ``qwen_vl_utils.process_vision_info`` on the conversation, per-item keys included (images:
+   ``min_pixels``/``max_pixels``/``resized_height``/``resized_width``; videos: also ``fps``/
+   ``nframes``/``min_frames``/``max_frames``/``total_pixels``/``video_start``/``video_end``), with
+   qwen-vl-utils' own defaults where an item has none; video files are read by the reader
+   :func:`rlreward.engine.media.ensure_video_reader` pins (decord: only the sampled frames are decoded);
+2. the checkpoint's own processor, called as the card calls it, with the bounds saved in its
+   processor config — unless ``ScorerConfig.min_pixels``/``max_pixels`` are set, an explicit,
+   reported deviation (the card's commented ``AutoProcessor.from_pretrained(..., max_pixels=...)``).
+
+Finally it computes the sample's 3D (M-RoPE) position ids.
 
 It runs on CPU, holds no model weights, and is safe to call from worker threads: this is the part a
 serving replica keeps off its event loop. Failures raise :class:`SampleError` for that sample only.
@@ -21,7 +30,7 @@ import torch
 
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
-from rlreward.engine.media import check_path, load_image, load_video_frames
+from rlreward.engine.media import check_path, check_video_file, ensure_video_reader, load_image
 from rlreward.schema import ErrorCode, SampleError
 
 _ROLES = {"system", "user", "assistant"}
@@ -44,6 +53,8 @@ class PreparedSample:
     video_grid_thw: torch.Tensor | None = None
     second_per_grid_ts: torch.Tensor | None = None
     image_digests: list[str] = field(default_factory=list)
+    #: Per video, what decoded it: qwen-vl-utils' reader for a file ("decord", ...), "frames" for a list.
+    video_readers: list[str] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -52,6 +63,64 @@ class PreparedSample:
     @property
     def has_video(self) -> bool:
         return self.pixel_values_videos is not None
+
+
+#: Per-item keys qwen-vl-utils 0.0.14 reads from an image item (``fetch_image``).
+IMAGE_ITEM_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width")
+#: Per-item keys qwen-vl-utils 0.0.14 reads from a video item (``fetch_video``/``smart_nframes``).
+VIDEO_ITEM_KEYS = (
+    "fps",
+    "nframes",
+    "min_frames",
+    "max_frames",
+    "min_pixels",
+    "max_pixels",
+    "total_pixels",
+    "resized_height",
+    "resized_width",
+    "video_start",
+    "video_end",
+    "sample_fps",
+    "raw_fps",
+)
+_INT_KEYS = {
+    "min_pixels",
+    "max_pixels",
+    "resized_height",
+    "resized_width",
+    "nframes",
+    "min_frames",
+    "max_frames",
+}
+
+
+def _item_keys(item: dict, keys: tuple[str, ...], where: str) -> dict:
+    """The item's resize/sampling keys, type-checked (qwen-vl-utils would fail obscurely on bad ones)."""
+    out: dict[str, Any] = {}
+    for k in keys:
+        if k not in item or item[k] is None:
+            continue
+        v = item[k]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+        if ok and k in _INT_KEYS:
+            ok = float(v).is_integer()
+            v = int(v) if ok else v
+        if not ok or (v < 0 if k in ("video_start", "video_end") else v <= 0):
+            raise SampleError(ErrorCode.BAD_CONTENT, f"{where}: {k!r} must be a positive number, not {v!r}")
+        out[k] = v
+    if "min_pixels" in out and "max_pixels" in out and out["min_pixels"] > out["max_pixels"]:
+        raise SampleError(
+            ErrorCode.BAD_CONTENT,
+            f"{where}: min_pixels {out['min_pixels']} is above max_pixels {out['max_pixels']}",
+        )
+    if ("resized_height" in out) != ("resized_width" in out):
+        raise SampleError(
+            ErrorCode.BAD_CONTENT,
+            f"{where}: give both resized_height and resized_width (qwen-vl-utils needs both)",
+        )
+    if "fps" in out and "nframes" in out:
+        raise SampleError(ErrorCode.BAD_CONTENT, f"{where}: give 'fps' or 'nframes', not both")
+    return out
 
 
 def _text_item(text: Any, where: str) -> dict:
@@ -90,14 +159,14 @@ def _content_items(content: Any, where: str) -> str | list[dict]:
                 ref = ref["url"]
             if ref is None:
                 raise SampleError(ErrorCode.BAD_CONTENT, f"{w}: image item has no 'image' value")
-            items.append({"type": "image", "image": ref})
+            items.append({"type": "image", "image": ref, **_item_keys(item, IMAGE_ITEM_KEYS, w)})
         elif kind == "video":
             ref = item.get("video")
             if ref is None or (isinstance(ref, list) and not ref):
                 raise SampleError(
                     ErrorCode.BAD_CONTENT, f"{w}: video item needs a frame list or a video file"
                 )
-            items.append({"type": "video", "video": ref, **({"fps": item["fps"]} if "fps" in item else {})})
+            items.append({"type": "video", "video": ref, **_item_keys(item, VIDEO_ITEM_KEYS, w)})
         else:
             raise SampleError(
                 ErrorCode.BAD_CONTENT, f"{w}: unknown content type {kind!r} (use 'text', 'image' or 'video')"
@@ -133,8 +202,7 @@ def _check_messages(messages: Any, where: str, *, need_answer: bool) -> list[dic
                 raise SampleError(ErrorCode.BAD_CONTENT, "the assistant answer may only contain text")
             content = "".join(it["text"] for it in content)
             last["content"] = content
-        if not content.strip():
-            raise SampleError(ErrorCode.MISSING_ASSISTANT_TURN, "the assistant answer is empty")
+        # An empty answer is scored as the card's template renders it ("<|im_start|>assistant\n<|im_end|>").
         if len(out) < 2:
             raise SampleError(ErrorCode.INVALID_SAMPLE, "messages need at least one turn before the answer")
     return out
@@ -193,6 +261,13 @@ def normalize_messages(sample: Any) -> list[dict]:
     )
 
 
+def processor_bounds(image_processor: Any) -> tuple[int | None, int | None]:
+    """(min_pixels, max_pixels) an image processor's second resize uses (its ``size`` edges)."""
+    size = getattr(image_processor, "size", None)
+    get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+    return get("shortest_edge"), get("longest_edge")
+
+
 class Preprocessor:
     """Turns samples into :class:`PreparedSample` for one loaded model.
 
@@ -208,12 +283,21 @@ class Preprocessor:
         self.tokenizer = tok
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         ip = getattr(processor, "image_processor", None)
-        if ip is not None:
-            # The processor resizes again after qwen-vl-utils; give it the same bounds so that its
-            # smart_resize is the identity on the already-resized images.
-            ip.min_pixels, ip.max_pixels = config.min_pixels, config.max_pixels
-            if hasattr(ip, "size") and isinstance(ip.size, dict):
-                ip.size = {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
+        if ip is not None and (config.min_pixels is not None or config.max_pixels is not None):
+            # The named deviation: the second resize's bounds, set on this instance only (a new
+            # SizeDict; the class-level default dict is never touched), exactly as
+            # AutoProcessor.from_pretrained(model, min_pixels=..., max_pixels=...) would set them.
+            from transformers.image_utils import SizeDict
+
+            lo, hi = processor_bounds(ip)
+            lo = config.min_pixels if config.min_pixels is not None else lo
+            hi = config.max_pixels if config.max_pixels is not None else hi
+            if lo is None or hi is None or lo > hi:
+                raise ValueError(
+                    f"min_pixels/max_pixels {config.min_pixels}/{config.max_pixels} with the checkpoint's "
+                    f"processor bounds give an empty range ({lo} > {hi})"
+                )
+            ip.size = SizeDict(shortest_edge=lo, longest_edge=hi)
 
     def _vision_items(self, messages: list[dict]) -> tuple[list[dict], list[str]]:
         """Decode every image/video ref in place (on a copy) and attach the resize bounds."""
@@ -236,15 +320,12 @@ class Preprocessor:
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
                     loaded = load_image(item["image"], cfg.media, limits)
-                    digests.append(loaded.digest)
-                    new_items.append(
-                        {
-                            "type": "image",
-                            "image": loaded.image,
-                            "min_pixels": cfg.min_pixels,
-                            "max_pixels": cfg.max_pixels,
-                        }
-                    )
+                    # Vision reuse keys on the pixels the model sees: the same file resized under
+                    # other per-item keys is another image.
+                    keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
+                    digests.append(loaded.digest + (f"|{sorted(keys.items())}" if keys else ""))
+                    # The item's own resize keys pass through to qwen-vl-utils; none are added.
+                    new_items.append({**item, "image": loaded.image})
                 elif item["type"] == "video":
                     new_items.append(self._video_item(item))
                 else:
@@ -255,9 +336,9 @@ class Preprocessor:
     def _video_item(self, item: dict) -> dict:
         cfg, limits = self.config, self.config.limits
         ref = item["video"]
-        extra = {"fps": item["fps"]} if "fps" in item else {}
-        if cfg.video_max_pixels is not None:
-            extra["max_pixels"] = cfg.video_max_pixels
+        extra = {k: v for k, v in item.items() if k not in ("type", "video")}
+        if cfg.video_max_pixels is not None and "max_pixels" not in extra:
+            extra["max_pixels"] = cfg.video_max_pixels  # the named deviation
         if isinstance(ref, list):
             if len(ref) > limits.max_video_frames:
                 raise SampleError(
@@ -271,9 +352,9 @@ class Preprocessor:
             return {"type": "video", "video": frames, **extra}
         if isinstance(ref, str):
             path = check_path(ref, cfg.media)
-            fps = float(item.get("fps", 2.0))
-            frames = load_video_frames(path, limits.max_video_frames, fps=fps, limits=limits)
-            return {"type": "video", "video": frames, "sample_fps": fps, **extra}
+            # Metadata only (frame count, rate, size): limits are checked before a frame is decoded.
+            check_video_file(path, extra, limits)
+            return {"type": "video", "video": str(path), **extra}
         raise SampleError(ErrorCode.BAD_CONTENT, "video must be a list of frames or a video-file path")
 
     def prepare(self, sample: Any) -> PreparedSample:
@@ -302,33 +383,49 @@ class Preprocessor:
             isinstance(m["content"], list) and any(i["type"] != "text" for i in m["content"])
             for m in messages
         )
+        readers: list[str] = []
         if has_vision:
+            has_file = any(
+                isinstance(m["content"], list)
+                and any(i["type"] == "video" and isinstance(i["video"], str) for i in m["content"])
+                for m in messages
+            )
+            reader = ensure_video_reader() if has_file else None
             try:
-                image_inputs, video_inputs, video_kwargs = process_vision_info(
-                    messages, return_video_kwargs=True
+                # First resize, literally the card's call (metadata only adds which reader ran).
+                image_inputs, video_pairs, _ = process_vision_info(
+                    messages, return_video_kwargs=True, return_video_metadata=True
                 )
             except SampleError:
                 raise
             except Exception as exc:
-                raise SampleError(ErrorCode.VIDEO_ERROR, f"cannot read the video: {exc}") from exc
-            kwargs: dict[str, Any] = {}
-            if video_inputs:
-                # qwen-vl-utils samples frames itself; tell the processor not to resample, and pass
-                # the sampling rate (one value: a per-video list is refused by transformers 5).
-                fps = sorted(set(video_kwargs.get("fps") or []))
-                if len(fps) > 1:
+                has_video = any(
+                    isinstance(m["content"], list) and any(i["type"] == "video" for i in m["content"])
+                    for m in messages
+                )
+                raise SampleError(
+                    ErrorCode.VIDEO_ERROR if has_video else ErrorCode.IMAGE_DECODE,
+                    f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
+                ) from exc
+            video_inputs = [v for v, _ in video_pairs] if video_pairs else None
+            for _, meta in video_pairs or []:
+                ran = meta.get("video_backend", "frames")
+                if ran != "frames" and ran != reader:
+                    # qwen-vl-utils falls back to torchvision when the reader fails: refuse, do not
+                    # score frames sampled by another decoder.
                     raise SampleError(
-                        ErrorCode.VIDEO_ERROR, f"videos of one sample must share an fps, got {fps}"
+                        ErrorCode.VIDEO_ERROR,
+                        f"the video was read by {ran}, not {reader} (the {reader} read failed)",
                     )
-                kwargs = {"do_sample_frames": False, **({"fps": fps[0]} if fps else {})}
+                readers.append(ran)
             try:
+                # Second resize: the checkpoint's processor, called as the card calls it.
                 inputs = self.processor(
                     text=[text],
                     images=image_inputs,
                     videos=video_inputs,
                     padding=False,
                     return_tensors="pt",
-                    **kwargs,
                 )
             except Exception as exc:
                 raise SampleError(
@@ -352,6 +449,7 @@ class Preprocessor:
             video_grid_thw=inputs.get("video_grid_thw"),
             second_per_grid_ts=inputs.get("second_per_grid_ts"),
             image_digests=digests,
+            video_readers=readers,
         )
         prepared.position_ids = self._positions(prepared, inputs.get("mm_token_type_ids"))
         return prepared

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,9 +35,10 @@ from rlreward.engine.batching import (
     pack_shared,
     plan_batches,
 )
-from rlreward.engine.config import CPU_MAX_BATCH_TOKENS, ScorerConfig
+from rlreward.engine.config import ScorerConfig, resolve_device_defaults
 from rlreward.engine.head import ValueHead, load_value_head, resolve_head_file
-from rlreward.engine.preprocess import PreparedSample, Preprocessor
+from rlreward.engine.media import VIDEO_READER
+from rlreward.engine.preprocess import PreparedSample, Preprocessor, processor_bounds
 from rlreward.schema import ErrorCode, SampleError, ScoreResult
 
 log = logging.getLogger("rlreward")
@@ -142,6 +144,54 @@ def value_forward(
     return head(hidden[rows, batch.last_index])
 
 
+def _processor_classes() -> list[type]:
+    """Processor classes whose ``__init__`` mutates a class-level ``size`` dict (transformers 5.x)."""
+    import transformers
+
+    names = ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil", "Qwen2VLVideoProcessor")
+    out = []
+    for name in names:
+        try:
+            out.append(getattr(transformers, name))
+        except Exception:  # absent in this transformers version
+            continue
+    return out
+
+
+#: The class-level ``size`` defaults of the processor classes, as first seen by :func:`load_processor`.
+_PRISTINE_SIZES: dict[type, dict] = {}
+
+
+def load_processor(config: ScorerConfig) -> Any:
+    """The checkpoint's own processor, with the bounds saved in its processor config.
+
+    Building a Qwen2-VL processor whose saved config carries ``min_pixels``/``max_pixels`` (the
+    Qwen2.5-VL / Skywork layout) writes them into the *class-level* ``size`` dict, so every
+    processor built later in the process without explicit bounds would inherit them: two
+    checkpoints would contaminate each other. Each load here starts from the class defaults as first
+    seen (whatever other code built in between), and the class defaults are restored afterwards.
+    """
+    import copy
+
+    from transformers import AutoProcessor
+
+    for cls in _processor_classes():
+        if cls not in _PRISTINE_SIZES and isinstance(cls.__dict__.get("size"), dict):
+            _PRISTINE_SIZES[cls] = copy.deepcopy(cls.__dict__["size"])
+    saved = {cls: cls.__dict__["size"] for cls in _PRISTINE_SIZES}
+    try:
+        for cls, size in _PRISTINE_SIZES.items():
+            cls.size = copy.deepcopy(size)
+        return AutoProcessor.from_pretrained(
+            config.model, revision=config.revision, trust_remote_code=config.trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the processor from {config.model!r}: {exc}") from exc
+    finally:
+        for cls, size in saved.items():
+            cls.size = size
+
+
 class Scorer:
     """Scores samples with a value-head reward model. Thread-safe for :meth:`prepare`; one
     :meth:`score_prepared` at a time per instance (it owns the device)."""
@@ -149,11 +199,15 @@ class Scorer:
     def __init__(
         self, config: ScorerConfig, backbone: torch.nn.Module, processor: Any, head: ValueHead
     ) -> None:
+        self.device = next(backbone.parameters()).device
+        self.dtype = next(backbone.parameters()).dtype
+        self.requested_config = config
+        # The one place unset device-dependent values (the batch budget) become numbers: every
+        # path (score, serve, bench, eval, the Python API) builds a Scorer.
+        config = resolve_device_defaults(config, self.device.type)
         self.config = config
         self.backbone = backbone
         self.processor = processor
-        self.device = next(backbone.parameters()).device
-        self.dtype = next(backbone.parameters()).dtype
         self.head = head.to(self.device)
         rope = getattr(backbone, "get_rope_index", None)
         self.preprocessor = Preprocessor(processor, config, rope_index=rope)
@@ -166,25 +220,14 @@ class Scorer:
     @classmethod
     def from_config(cls, config: ScorerConfig) -> Scorer:
         """Load backbone, processor and head as ``config`` says."""
-        from transformers import AutoProcessor
-
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        if device.type == "cpu" and "max_batch_tokens" not in config.batching.model_fields_set:
-            # On a CPU, batching buys no matmul speed and big batches fall out of cache.
-            batching = config.batching.model_copy(update={"max_batch_tokens": CPU_MAX_BATCH_TOKENS})
-            config = config.model_copy(update={"batching": batching})
         # Head first: it is the cheapest thing to get wrong.
         head_path = resolve_head_file(config.model, config.head_file, config.revision)
         backbone = load_backbone(config, device, dtype)
         hidden = backbone.config.get_text_config().hidden_size
         head = load_value_head(head_path, hidden, config.head_key_prefix)
-        try:
-            processor = AutoProcessor.from_pretrained(
-                config.model, revision=config.revision, trust_remote_code=config.trust_remote_code
-            )
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load the processor from {config.model!r}: {exc}") from exc
+        processor = load_processor(config)
         scorer = cls(config, backbone, processor, head)
         log.info(
             "rlreward scorer: model=%s dtype=%s device=%s attn=%s hidden=%d head=%s batching=%s",
@@ -194,7 +237,7 @@ class Scorer:
             backbone.config._attn_implementation,
             hidden,
             head_path,
-            config.batching.model_dump(),
+            scorer.config.batching.model_dump(),
         )
         return scorer
 
@@ -202,16 +245,105 @@ class Scorer:
     def from_pretrained(cls, model: str, **overrides: Any) -> Scorer:
         return cls.from_config(ScorerConfig(model=model, **overrides))
 
+    def effective_settings(self) -> dict[str, Any]:
+        """What this scorer actually does: both resize stages' bounds, video bounds, what deviates
+        from the checkpoint/recipe, and the resolved batch budget. JSON-serialisable.
+
+        ``preprocessing.image.first_resize`` is qwen-vl-utils' default for an item without its own
+        keys; ``second_resize`` is read from the loaded processor instance (the checkpoint's saved
+        bounds, or the configured deviation). Pixel counts are areas (width x height).
+        """
+        from qwen_vl_utils import vision_process as vp
+
+        ip = getattr(self.processor, "image_processor", None)
+        vproc = getattr(self.processor, "video_processor", None)
+        lo, hi = processor_bounds(ip) if ip is not None else (None, None)
+        vlo, vhi = processor_bounds(vproc) if vproc is not None else (None, None)
+        factor = 14 * vp.SPATIAL_MERGE_SIZE
+        cfg = self.config
+        deviations = cfg.deviations
+        bc = cfg.batching
+        requested = self.requested_config.batching.max_batch_tokens
+        return {
+            "preprocessing": {
+                "recipe": "model card: process_vision_info (first resize, per-item keys honoured) then "
+                "the checkpoint's processor (second resize)",
+                "image": {
+                    "first_resize": {
+                        "by": "qwen-vl-utils",
+                        "min_pixels": vp.IMAGE_MIN_TOKEN_NUM * factor**2,
+                        "max_pixels": vp.IMAGE_MAX_TOKEN_NUM * factor**2,
+                        "factor": factor,
+                        "per_item_keys": ["min_pixels", "max_pixels", "resized_height", "resized_width"],
+                    },
+                    "second_resize": {
+                        "by": "configured deviation"
+                        if ("min_pixels" in deviations or "max_pixels" in deviations)
+                        else "checkpoint processor",
+                        "min_pixels": lo,
+                        "max_pixels": hi,
+                        "patch_size": getattr(ip, "patch_size", None),
+                        "merge_size": getattr(ip, "merge_size", None),
+                    },
+                },
+                "video": {
+                    "first_resize": {
+                        "by": "qwen-vl-utils",
+                        "min_pixels": vp.VIDEO_MIN_TOKEN_NUM * factor**2,
+                        "max_pixels": cfg.video_max_pixels or vp.VIDEO_MAX_TOKEN_NUM * factor**2,
+                        "fps": vp.FPS,
+                        "min_frames": vp.FPS_MIN_FRAMES,
+                        "max_frames": vp.FPS_MAX_FRAMES,
+                        "per_item_keys": [
+                            "fps",
+                            "nframes",
+                            "min_frames",
+                            "max_frames",
+                            "min_pixels",
+                            "max_pixels",
+                            "total_pixels",
+                            "resized_height",
+                            "resized_width",
+                            "video_start",
+                            "video_end",
+                        ],
+                        "file_reader": os.environ.get("FORCE_QWENVL_VIDEO_READER") or VIDEO_READER,
+                    },
+                    "second_resize": {"by": "checkpoint processor", "min_pixels": vlo, "max_pixels": vhi},
+                    "max_video_frames": cfg.limits.max_video_frames,
+                    "max_video_seconds": cfg.limits.max_video_seconds,
+                },
+                "deviations": deviations,
+                "faithful": not deviations,
+            },
+            "batching": {
+                "max_batch_tokens": bc.max_batch_tokens,
+                "max_batch_tokens_source": "configured"
+                if requested is not None
+                else f"{self.device.type} default",
+                "max_batch_size": bc.max_batch_size,
+                "prefix_sharing": bc.prefix_sharing,
+                "batch_wait_timeout_s": bc.batch_wait_timeout_s,
+            },
+        }
+
     def info(self) -> dict[str, Any]:
-        """What the server reports on ``/v1/models``."""
+        """What the server reports on ``/v1/models``: model facts, the effective preprocessing and
+        batch budget (:meth:`effective_settings`), limits. ``min_pixels``/``max_pixels`` are the
+        second (processor) resize's effective bounds."""
+        eff = self.effective_settings()
+        second = eff["preprocessing"]["image"]["second_resize"]
         return {
             "model": self.config.model,
             "hidden_size": self.head.hidden_size,
             "head_shape": [1, self.head.hidden_size],
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
-            "min_pixels": self.config.min_pixels,
-            "max_pixels": self.config.max_pixels,
+            "min_pixels": second["min_pixels"],
+            "max_pixels": second["max_pixels"],
+            "max_batch_tokens": eff["batching"]["max_batch_tokens"],
+            "preprocessing": eff["preprocessing"],
+            "batching": eff["batching"],
             "limits": self.config.limits.model_dump(),
         }
 

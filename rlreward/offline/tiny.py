@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The Qwen2.5-VL chat template (as shipped with Qwen2.5-VL-7B-Instruct and Skywork-VL-Reward-7B).
@@ -119,7 +120,32 @@ def build_tokenizer(seed: int = 0, vocab_size: int = 1024):
     return tok
 
 
-def tiny_config(tokenizer, *, hidden: int = 64, layers: int = 2):
+@dataclass(frozen=True)
+class ProcessorOptions:
+    """The tiny checkpoint's processor, by default the Qwen2.5-VL / Skywork one. Anything else makes a
+    checkpoint unlike the default (tests of the second resize: ``make-tiny --max-pixels ...``).
+
+    Pixel counts are areas (width x height). ``legacy_bounds`` writes the image bounds as top-level
+    ``min_pixels``/``max_pixels`` keys without ``size`` (the layout of Qwen2.5-VL's and Skywork's
+    ``preprocessor_config.json``) instead of transformers 5's ``size``.
+    """
+
+    min_pixels: int = 4 * 28 * 28
+    max_pixels: int = 16384 * 28 * 28
+    video_min_pixels: int = 128 * 28 * 28
+    video_max_pixels: int = 768 * 28 * 28
+    patch_size: int = 14
+    merge_size: int = 2
+    legacy_bounds: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_pixels > self.max_pixels or self.video_min_pixels > self.video_max_pixels:
+            raise ValueError(f"min pixels above max pixels in {self}")
+        if min(self.min_pixels, self.video_min_pixels, self.patch_size, self.merge_size) <= 0:
+            raise ValueError(f"sizes must be positive: {self}")
+
+
+def tiny_config(tokenizer, *, hidden: int = 64, layers: int = 2, patch_size: int = 14, merge_size: int = 2):
     """A ``Qwen2_5_VLConfig`` at toy size. Every field is explicit: the defaults are the 72B shape."""
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -151,10 +177,10 @@ def tiny_config(tokenizer, *, hidden: int = 64, layers: int = 2):
         intermediate_size=64,
         num_heads=2,
         in_channels=3,
-        patch_size=14,
-        spatial_merge_size=2,
+        patch_size=patch_size,
+        spatial_merge_size=merge_size,
         temporal_patch_size=2,
-        window_size=112,
+        window_size=patch_size * merge_size * 4,
         fullatt_block_indexes=[1],
         out_hidden_size=hidden,
         tokens_per_second=2,
@@ -186,22 +212,24 @@ def qwen_config(tokenizer, text: dict, vision: dict):
     )
 
 
-def build_processor(tokenizer):
-    """The Qwen2.5-VL processor (patch 14, merge 2, 4 to 16,384 visual tokens per image) around ``tokenizer``."""
+def build_processor(tokenizer, options: ProcessorOptions | None = None):
+    """The Qwen2.5-VL processor around ``tokenizer``: by default patch 14, merge 2, 4 to 16,384
+    visual tokens per image, 128 to 768 per video frame; ``options`` changes any of those. Sizes are
+    passed explicitly, so no class-level default is mutated."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    pixels = dict(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
+    o = options or ProcessorOptions()
     image_processor = Qwen2VLImageProcessor(
-        patch_size=14,
-        merge_size=2,
+        patch_size=o.patch_size,
+        merge_size=o.merge_size,
         temporal_patch_size=2,
-        size={"shortest_edge": pixels["min_pixels"], "longest_edge": pixels["max_pixels"]},
+        size={"shortest_edge": o.min_pixels, "longest_edge": o.max_pixels},
     )
     video_processor = Qwen2VLVideoProcessor(
-        patch_size=14,
-        merge_size=2,
+        patch_size=o.patch_size,
+        merge_size=o.merge_size,
         temporal_patch_size=2,
-        size={"shortest_edge": 128 * 28 * 28, "longest_edge": 768 * 28 * 28},
+        size={"shortest_edge": o.video_min_pixels, "longest_edge": o.video_max_pixels},
     )
     return Qwen2_5_VLProcessor(
         image_processor=image_processor,
@@ -211,11 +239,13 @@ def build_processor(tokenizer):
     )
 
 
-def make_tiny(out_dir: str | Path, *, seed: int = 0) -> Path:
+def make_tiny(out_dir: str | Path, *, seed: int = 0, processor: ProcessorOptions | None = None) -> Path:
     """Write the tiny checkpoint to ``out_dir`` (created; existing files are overwritten).
 
-    Returns the directory. Deterministic: the same ``seed`` gives byte-identical weights.
+    ``processor`` makes a checkpoint whose processor (and vision patch/merge sizes) differ from the
+    default. Returns the directory. Deterministic: the same ``seed`` gives byte-identical weights.
     """
+    popts = processor or ProcessorOptions()
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -224,7 +254,7 @@ def make_tiny(out_dir: str | Path, *, seed: int = 0) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(seed)
-    config = tiny_config(tokenizer)
+    config = tiny_config(tokenizer, patch_size=popts.patch_size, merge_size=popts.merge_size)
     config.dtype = "float32"
 
     torch.manual_seed(seed)
@@ -238,8 +268,9 @@ def make_tiny(out_dir: str | Path, *, seed: int = 0) -> Path:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.08)
     model.save_pretrained(out, safe_serialization=True)
 
-    processor = build_processor(tokenizer)
-    processor.save_pretrained(out)
+    build_processor(tokenizer, popts).save_pretrained(out)
+    if popts.legacy_bounds:
+        _legacy_bounds(out / "processor_config.json", popts)
 
     hidden = config.text_config.hidden_size
     save_value_head(
@@ -248,3 +279,12 @@ def make_tiny(out_dir: str | Path, *, seed: int = 0) -> Path:
         torch.randn(1, generator=gen) * 0.1,
     )
     return out
+
+
+def _legacy_bounds(path: Path, o: ProcessorOptions) -> None:
+    """Rewrite the saved image-processor bounds as Qwen2.5-VL's own config has them (no ``size``)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    ip = data["image_processor"]
+    ip.pop("size", None)
+    ip["min_pixels"], ip["max_pixels"] = o.min_pixels, o.max_pixels
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -117,7 +118,6 @@ class AutoscalingOptions(_Model):
     downscaling_factor: float | None = Field(
         default=None, gt=0, description="Gain on downscaling decisions (1.0)."
     )
-
     hints: HintOptions | None = Field(
         default=None,
         description="Scale on the trainer's phase hints too (POST /v1/hints, client.expect/step_done); "
@@ -239,10 +239,10 @@ class ReplicaOptions(_Model):
 
 
 class ReplicaBatching(_Model):
-    """How a replica gathers samples from concurrent requests into one ``score_prepared`` call.
-
-    Applied through Serve's ``user_config``: changing it and redeploying retunes running replicas
-    without reloading the model.
+    """The replica's share of ``scorer.batching`` (:attr:`AppConfig.batching`), sent as Serve's
+    ``user_config``: changing ``scorer.batching`` and redeploying retunes running replicas without
+    reloading the model. Not a YAML section of its own any more (one ``batching`` section: the
+    scorer's); a top-level ``batching:`` is still read, with a deprecation warning.
     """
 
     max_batch_size: int | None = Field(
@@ -253,8 +253,8 @@ class ReplicaBatching(_Model):
     max_batch_tokens: int | None = Field(
         default=None,
         gt=0,
-        description="Padded-token budget (longest sample x samples) per replica batch; None = "
-        "scorer.batching.max_batch_tokens. A single longer sample still runs, alone.",
+        description="Padded-token budget (longest sample x samples) per replica batch; None = the "
+        "scorer's resolved budget (its device default when unset). A single longer sample still runs, alone.",
     )
     batch_wait_timeout_s: float = Field(
         default=0.01,
@@ -318,11 +318,56 @@ class AppConfig(_Model):
         default=None, description="Model id reported to clients; None = scorer.model as given."
     )
     scorer: ScorerConfig = Field(
-        description="Model, dtype, device, media policy, limits, forward-pass batching."
+        description="Model, dtype, device, media policy, limits, and the one batching section "
+        "(scorer.batching: forward passes and replica batches alike)."
     )
     replica: ReplicaOptions = Field(default_factory=ReplicaOptions, description="Replica deployment options.")
-    batching: ReplicaBatching = Field(default_factory=ReplicaBatching, description="Cross-request batching.")
     http: HttpOptions = Field(default_factory=HttpOptions, description="HTTP auth and request limits.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_top_level_batching(cls, data: Any) -> Any:
+        """Read the deprecated top-level ``batching:`` section into ``scorer.batching``."""
+        if not isinstance(data, dict) or "batching" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("batching")
+        if isinstance(old, ReplicaBatching):
+            old = old.model_dump(exclude_unset=True)
+        if old is None:
+            return data
+        if not isinstance(old, dict):
+            raise ValueError("batching must be a mapping (and belongs under scorer.batching)")
+        moved = {k: v for k, v in old.items() if v is not None}
+        scorer = data.get("scorer")
+        if isinstance(scorer, ScorerConfig):
+            scorer = scorer.model_dump(exclude_unset=True)
+        scorer = dict(scorer or {})
+        sb = scorer.get("batching") or {}
+        if not isinstance(sb, dict):
+            sb = sb.model_dump(exclude_unset=True)
+        overridden = {k: (sb[k], v) for k, v in moved.items() if k in sb and sb[k] != v}
+        scorer["batching"] = {**sb, **moved}
+        data["scorer"] = scorer
+        msg = (
+            "config: the top-level 'batching' section is deprecated; there is one batching section, "
+            f"'scorer.batching'. Moved {sorted(moved)} there"
+            + (f" (overriding scorer.batching values {overridden})" if overridden else "")
+            + ". Move these keys under scorer.batching to silence this warning."
+        )
+        warnings.warn(msg, FutureWarning, stacklevel=2)
+        log.warning(msg)
+        return data
+
+    @property
+    def batching(self) -> ReplicaBatching:
+        """The replica-batching view of ``scorer.batching`` (sent to replicas as ``user_config``)."""
+        b = self.scorer.batching
+        return ReplicaBatching(
+            max_batch_size=b.max_batch_size,
+            max_batch_tokens=b.max_batch_tokens,
+            batch_wait_timeout_s=b.batch_wait_timeout_s,
+        )
 
     @property
     def served_model_name(self) -> str:

@@ -491,6 +491,11 @@ class RewardIngress:
                         "device": info.get("device"),
                         "min_pixels": info.get("min_pixels"),
                         "max_pixels": info.get("max_pixels"),
+                        # Effective preprocessing (both resizes, video bounds, deviations) and the
+                        # batch budget in effect (device default resolved): Scorer.effective_settings.
+                        "preprocessing": info.get("preprocessing"),
+                        "batching": info.get("batching"),
+                        "max_batch_tokens": info.get("max_batch_tokens"),
                         "limits": {
                             **(info.get("limits") or {}),
                             "max_request_bytes": self._http.max_request_bytes,

@@ -432,12 +432,14 @@ class RewardReplica:
         }
 
     def info(self) -> dict[str, Any]:
-        """Model facts for ``/v1/models`` (model, head shape, dtype, device, limits)."""
-        return {
-            **self.scorer.info(),
-            "max_batch_tokens": self._budget_tokens,
-            "max_batch_size": self._max_samples,
-        }
+        """Model facts for ``/v1/models`` (model, head shape, dtype, device, limits), the effective
+        preprocessing, and the batch budget in effect on this replica (after ``user_config``)."""
+        info = self.scorer.info()
+        live = {"max_batch_tokens": self._budget_tokens, "max_batch_size": self._max_samples}
+        wait = getattr(self, "_batch_wait_s", None)
+        if wait is not None:
+            live["batch_wait_timeout_s"] = wait
+        return {**info, **live, "batching": {**(info.get("batching") or {}), **live}}
 
 
 def _process_cpu_s() -> float:

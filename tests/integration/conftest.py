@@ -170,7 +170,7 @@ def _deploy(ray_cluster: RayCluster, name: str, route_prefix: str, args: dict[st
 @pytest.fixture(scope="session")
 def serve_app(ray_cluster: RayCluster, tiny_model_dir: str) -> ServedApp:
     return _deploy(
-        ray_cluster, "rlreward", "/", {"model": tiny_model_dir, "batching.batch_wait_timeout_s": 0.05}
+        ray_cluster, "rlreward", "/", {"model": tiny_model_dir, "scorer.batching.batch_wait_timeout_s": 0.05}
     )
 
 

@@ -98,8 +98,16 @@ def _bad_cases(roots) -> dict[str, tuple[dict, ErrorCode]]:
             {"messages": [{"role": "user", "content": q}]},
             ErrorCode.MISSING_ASSISTANT_TURN,
         ),
-        "empty_answer": (
-            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "  "}]},
+        # (An empty answer is no error: it is scored as the card's template renders it; see
+        # test_preprocess_fidelity.py, multi_turn_empty_answer.)
+        "answer_not_last": (
+            {
+                "messages": [
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": q},
+                ]
+            },
             ErrorCode.MISSING_ASSISTANT_TURN,
         ),
         "wrong_content_type": (

@@ -83,7 +83,7 @@ def test_builder_arguments_shortcuts_dotted_keys_and_strings(tiny_model_dir, tmp
         {
             "model": tiny_model_dir,
             "replica.num_replicas": "3",  # serve run passes strings
-            "batching.batch_wait_timeout_s": "0.5",
+            "scorer.batching.batch_wait_timeout_s": "0.5",
             "image_root": str(tmp_path),
             "http": {"max_samples_per_request": 7},
         }
@@ -109,7 +109,7 @@ def test_serve_calls_build_app_with_its_args_and_gets_both_deployments(tiny_mode
         "config": str(ROOT / "configs" / "tiny-cpu.yaml"),
         "model": tiny_model_dir,
         "replica.max_ongoing_requests": "48",
-        "batching.max_batch_size": "16",
+        "scorer.batching.max_batch_size": "16",
         "api_key": "k",
     }
     app = call_user_app_builder_with_args_if_necessary(build_app, args)
@@ -185,7 +185,8 @@ def test_rlreward_serve_arguments_override_the_config(tiny_model_dir, monkeypatc
     assert cfg.replica.autoscaling is None and cfg.replica.num_replicas == 2
     assert cfg.scorer.media.image_roots == ["/data/imgs"] and cfg.http.api_key == "env-key"
     # Options not given keep the file's values.
-    assert cfg.scorer.max_pixels == 1003520 and cfg.replica.ray_actor_options.num_gpus == 1
+    assert cfg.scorer.batching.batch_wait_timeout_s == 0.02 and cfg.replica.ray_actor_options.num_gpus == 1
+    assert cfg.scorer.max_pixels is None  # the 7B config scores as the card does: no bound by default
 
 
 def test_autoscaling_options_are_what_serve_accepts():

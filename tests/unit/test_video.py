@@ -1,5 +1,5 @@
-"""Video inputs: a video file is sampled into frames (2 per second, as qwen-vl-utils does) and scored
-like the same frames sent as a list; unreadable videos get ``video_error``."""
+"""Video inputs: a video file is sampled and decoded by qwen-vl-utils' decord reader and scored as the
+card's recipe scores it; unreadable videos get ``video_error``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from rlreward.engine.config import ScorerConfig
-from rlreward.engine.media import load_video_frames
 from rlreward.engine.scorer import Scorer
 
 av = pytest.importorskip("av")
@@ -46,39 +45,26 @@ def video_scorer(tiny_model_dir, video_dir):
     )
 
 
-def test_video_file_scores_like_its_sampled_frames(video_scorer, video_dir):
-    frames = load_video_frames(video_dir / "clip.mp4", max_frames=64)
-    # 12 frames at 4 fps = 3 s of video → 2 fps → 6 frames.
-    assert len(frames) == 6
-    as_file = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "video", "video": "clip.mp4"},
-                    {"type": "text", "text": "What happens?"},
-                ],
-            },
-            {"role": "assistant", "content": "Noise flickers."},
-        ]
-    }
-    pngs = []
-    for f in frames:
-        buf = io.BytesIO()
-        f.save(buf, "PNG")
-        pngs.append(buf.getvalue())
-    as_frames = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [{"type": "video", "video": pngs}, {"type": "text", "text": "What happens?"}],
-            },
-            {"role": "assistant", "content": "Noise flickers."},
-        ]
-    }
-    a, b = video_scorer.score([as_file, as_frames])
-    assert a.ok and b.ok, (a, b)
-    assert abs(a.score - b.score) <= 1e-5
+def test_video_file_scores_as_the_card_recipe(video_scorer, video_dir):
+    """12 frames at 4 fps = 3 s → qwen-vl-utils samples 6 at 2 fps, read by decord, as the recipe does."""
+    from tests.recipe import CardRecipe, video_backend
+
+    conv = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video", "video": str(video_dir / "clip.mp4")},
+                {"type": "text", "text": "What happens?"},
+            ],
+        },
+        {"role": "assistant", "content": "Noise flickers."},
+    ]
+    prepared = video_scorer.prepare({"messages": conv})
+    assert prepared.video_readers == ["decord"] and int(prepared.video_grid_thw[0, 0]) == 3  # 6 frames / 2
+    got = video_scorer.score([{"messages": conv}])[0]
+    want = CardRecipe(video_scorer.config.model).score(conv)
+    assert video_backend() == "decord"
+    assert got.ok and abs(got.score - want) <= 1e-5, (got, want)
 
 
 def test_unreadable_video_and_mismatched_frames(video_scorer):

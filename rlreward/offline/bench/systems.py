@@ -254,7 +254,7 @@ class ServeSystem:
 
             from rlreward.client import RewardClient
             from rlreward.serving.app import deploy
-            from rlreward.serving.config import AppConfig, RayActorOptions, ReplicaBatching, ReplicaOptions
+            from rlreward.serving.config import AppConfig, RayActorOptions, ReplicaOptions
         except ImportError as exc:
             raise SystemUnavailable(f"the Ray Serve app or its client is not importable ({exc})") from exc
         if bench.checkpoint_dir is None:
@@ -285,16 +285,17 @@ class ServeSystem:
             num_gpus=1 if gpu else 0,
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
         )
+        scorer = scorer_config.model_copy(update={"model": bench.checkpoint_dir})
+        if batch_wait_s is not None:
+            batching = scorer.batching.model_copy(update={"batch_wait_timeout_s": batch_wait_s})
+            scorer = scorer.model_copy(update={"batching": batching})
         config = AppConfig(
             name=self.app_name,
             route_prefix=None,
-            scorer=scorer_config.model_copy(update={"model": bench.checkpoint_dir}),
+            scorer=scorer,
             replica=ReplicaOptions(
                 num_replicas=1, ray_actor_options=actor, max_ongoing_requests=max(32, groups, max_ongoing)
             ),
-            batching=ReplicaBatching()
-            if batch_wait_s is None
-            else ReplicaBatching(batch_wait_timeout_s=batch_wait_s),
         )
         print(f"serve: deploying {self.app_name} (1 replica, {threads} CPU threads) ...", file=sys.stderr)
         deploy(config)
