@@ -53,7 +53,14 @@ class ErrorCode(str, Enum):
     PATH_NOT_ALLOWED = "path_not_allowed"
     """A local path outside the allowed image roots (or none configured)."""
     URL_NOT_ALLOWED = "url_not_allowed"
-    """An http(s) URL whose prefix is not allow-listed."""
+    """A URL whose prefix is not allow-listed, a redirect that leaves the allow-list, or a scheme
+    other than http(s) (``ftp://``, ``gopher://``...)."""
+    INVALID_IMAGE_REF = "invalid_image_ref"
+    """A string that cannot name an image: a path with a NUL byte, a path or file name longer than
+    the OS allows (4096 / 255 bytes)."""
+    INVALID_TEXT = "invalid_text"
+    """Text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``): it cannot be encoded
+    to UTF-8, so no tokenizer can read it."""
     IMAGE_TOO_LARGE = "image_too_large"
     """Too many pixels (decompression-bomb guard) or too many encoded bytes."""
     ASPECT_RATIO = "aspect_ratio_too_extreme"

@@ -107,6 +107,11 @@ class ServeMonitor:
                 for k in ("samples", "errors", "requests")
             }
 
+    def last_stats(self) -> list[dict[str, Any]]:
+        """The last stats seen of every replica seen during the run (those that left included)."""
+        with self._lock:
+            return list(self._last.values())
+
     def cpu_seconds(self) -> float:
         """CPU seconds the replicas used since each was first seen."""
         with self._lock:
