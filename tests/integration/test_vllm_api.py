@@ -343,3 +343,32 @@ def test_python_client_and_v1_score_accept_openai_content_parts(serve_app):
     with RewardClient(url=serve_app.url) as client:
         got = client.score(openai_form)
     assert [r.score for r in got] == pytest.approx(want, abs=TOL)
+
+
+def test_with_an_api_key_vllm_clients_send_it_as_openai_does_and_get_vllm_shaped_401_413(deploy_app):
+    openai = pytest.importorskip("openai")
+    app = deploy_app("vllmauth", **{"http.api_key": "s3cret-token", "http.max_samples_per_request": 2})
+    body = {"input": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n"}
+    client = openai.OpenAI(base_url=app.url + "/v1", api_key="s3cret-token", max_retries=0, timeout=120)
+    answer = client.post("/classify", body={**body, "use_activation": False}, cast_to=object)
+    r = httpx.post(
+        app.url + "/v1/score",
+        json={"samples": [{"rendered_text": body["input"]}]},
+        headers={"Authorization": "Bearer s3cret-token"},
+        timeout=120,
+    )
+    assert answer["data"][0]["probs"][0] == pytest.approx(r.json()["results"][0]["score"], abs=TOL)
+    with pytest.raises(openai.AuthenticationError) as info:
+        openai.OpenAI(base_url=app.url + "/v1", api_key="wrong", max_retries=0).post(
+            "/classify", body=body, cast_to=object
+        )
+    assert info.value.status_code == 401
+    err = _error(_post(app.url, "/classify", body), 401)  # no token at all
+    assert "Authorization" in err["message"]
+    err = _error(
+        _post(
+            app.url, "/pooling", {"input": ["a", "b", "c"]}, headers={"Authorization": "Bearer s3cret-token"}
+        ),
+        413,
+    )
+    assert "max_samples_per_request" in err["message"]

@@ -198,3 +198,52 @@ def test_malformed_rendered_text_samples_get_their_own_error(scorer, sample, cod
     bad, good = scorer.score([sample, {"rendered_text": "fine"}])
     assert bad.error is not None and bad.error.code == code
     assert good.error is None
+
+
+def test_http_image_url_parts_follow_the_url_allow_list(tiny_model_dir):
+    """An allow-listed http(s) image_url scores as the same image sent inline; any other URL is refused."""
+    import http.server
+    import threading
+
+    from rlreward.engine.scorer import Scorer
+    from tests.conftest import png_bytes
+
+    png = png_bytes("blue")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        scorer = Scorer.from_pretrained(
+            tiny_model_dir, dtype="float32", device="cpu", media={"allowed_url_prefixes": [base + "/ok/"]}
+        )
+
+        def sample(ref: str) -> dict:
+            return {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": ref}}, "Colour?"],
+                    },
+                    {"role": "assistant", "content": "Blue."},
+                ]
+            }
+
+        # One at a time: the same forward pass for both (batch composition moves fp32 in the last bits).
+        (by_url,), (inline,) = scorer.score([sample(base + "/ok/a.png")]), scorer.score([sample(URI)])
+        (refused,) = scorer.score([sample(base + "/no/a.png")])
+    finally:
+        server.shutdown()
+    assert by_url.error is None and by_url.score == inline.score
+    assert refused.error is not None and refused.error.code == "url_not_allowed"
