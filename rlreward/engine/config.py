@@ -37,7 +37,24 @@ class MediaPolicy(_Model):
         description="http(s) URL prefixes that may be fetched (e.g. 'https://my-bucket.example/'). "
         "Empty: URLs are refused.",
     )
-    url_timeout_s: float = Field(default=10.0, gt=0, description="Timeout for fetching an allow-listed URL.")
+    url_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Total deadline of one URL fetch (connect, redirects, headers and body together); "
+        "a server that stalls or drips bytes is cut off (image_not_found).",
+    )
+    url_read_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest single network wait (connect, or one read) within a fetch; a fetch can "
+        "therefore hold a thread at most url_timeout_s + url_read_timeout_s.",
+    )
+    max_url_redirects: int = Field(
+        default=3,
+        ge=0,
+        description="Redirect hops followed per fetch; every hop's target is checked against "
+        "allowed_url_prefixes before it is connected to (url_not_allowed otherwise).",
+    )
 
 
 class Limits(_Model):
@@ -47,10 +64,17 @@ class Limits(_Model):
         default=32 * 1024 * 1024, gt=0, description="Largest encoded image (bytes after base64 decoding)."
     )
     max_image_pixels: int = Field(
-        default=64 * 1024 * 1024,
+        default=32 * 1024 * 1024,
         gt=0,
         description="Largest decoded image, width*height, checked from the header before decoding "
-        "(decompression-bomb guard).",
+        "(decompression-bomb guard). 32 Mpx holds any camera photo up to 6.5k x 5k; decoding one costs "
+        "about 6 bytes per pixel (the RGB image and qwen-vl-utils' RGB copy), ~200 MB at the limit.",
+    )
+    max_sample_pixels: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Largest sum of width*height over one sample's images and video frames, each "
+        "checked from its header before it is decoded (they are held together until the resize).",
     )
     max_aspect_ratio: float = Field(
         default=200.0, gt=1, description="Largest long/short side ratio (Qwen2.5-VL's resize refuses > 200)."
@@ -71,9 +95,18 @@ class Limits(_Model):
     max_tokens: int = Field(
         default=16384, gt=0, description="Longest rendered sample, in tokens, visual tokens included."
     )
-    max_tokens: int = Field(
-        default=16384, gt=0, description="Longest rendered sample, in tokens, visual tokens included."
+    max_text_chars: int | None = Field(
+        default=None,
+        gt=0,
+        description="Most characters of text per sample, checked before anything is tokenised "
+        "(tokenising ~1 M characters took 11 s and 0.4 GB on CPU). None = 8 x max_tokens "
+        "(131,072 by default): English runs ~4 characters per token.",
     )
+
+    @property
+    def text_char_limit(self) -> int:
+        """The effective ``max_text_chars``."""
+        return self.max_text_chars if self.max_text_chars is not None else 8 * self.max_tokens
 
 
 class BatchingConfig(_Model):

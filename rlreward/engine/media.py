@@ -5,8 +5,19 @@ string, a local path (only under :attr:`MediaPolicy.image_roots`, also as ``file
 ``http(s)`` URL whose prefix is allow-listed. Every failure raises :class:`SampleError` with the code
 that names the cause; nothing here touches the model.
 
-Safety: sizes are checked before work is done (encoded bytes before decoding, the pixel count from
-the header before the pixels are decoded), so a decompression bomb costs a header read.
+Safety: every cost is bounded before it is paid (the limits are :class:`Limits` and
+:class:`MediaPolicy` fields; defaults in the README's "Limits" section):
+
+* a local file's size is read with ``stat`` before the file is read, and at most
+  ``max_image_bytes + 1`` bytes are ever read from it;
+* a URL is fetched with httpx, streamed, cut off past ``max_image_bytes`` and past a **total**
+  deadline (``url_timeout_s``: connect, redirects, headers and body together; no single network
+  wait is longer than ``url_read_timeout_s``); redirects are followed only up to
+  ``max_url_redirects`` hops and each hop is checked against the allow-list *before* it is
+  connected to;
+* the pixel count is read from the header before the pixels are decoded (``max_image_pixels`` per
+  image, ``max_sample_pixels`` over one sample's images and frames), so a decompression bomb costs a
+  header read.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import hashlib
 import io
 import os
 import re
-import urllib.request
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +40,43 @@ from rlreward.engine.config import Limits, MediaPolicy
 from rlreward.schema import ErrorCode, SampleError
 
 _B64_RE = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+#: The base64 alphabet, padding and whitespace anywhere: what a (maybe broken) base64 string is made of.
+_B64_LOOSE_RE = re.compile(r"[A-Za-z0-9+/_=\s-]+")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: Linux PATH_MAX / NAME_MAX, in bytes: longer references cannot be files (the OS would refuse them).
+_PATH_MAX = 4096
+_NAME_MAX = 255
+#: Below this length a string that is neither valid base64 nor an existing file is reported as a
+#: missing file; above it (no real file name is that long) as broken base64.
+_B64_MIN_GUESS = 256
+#: How PNG, JPEG, GIF and WebP files begin once base64-encoded: such a string is an image's base64.
+_B64_MAGIC = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR")
+
+
+@dataclass
+class PixelBudget:
+    """Decoded pixels one sample may still spend, charged from each image header before decoding.
+
+    One budget per sample (``Limits.max_sample_pixels``): the decoded images of a sample are held
+    together until the resize, so their sum, not each one, is what a request costs.
+    """
+
+    left: int
+
+    @classmethod
+    def for_sample(cls, limits: Limits) -> PixelBudget:
+        return cls(left=limits.max_sample_pixels)
+
+    def charge(self, width: int, height: int, limits: Limits) -> None:
+        n = width * height
+        if n > self.left:
+            raise SampleError(
+                ErrorCode.IMAGE_TOO_LARGE,
+                f"the sample's images add up to more than {limits.max_sample_pixels} pixels "
+                f"(limits.max_sample_pixels; this {width}x{height} image needs {n}, {self.left} are left); "
+                "send fewer or smaller images",
+            )
+        self.left -= n
 
 
 @dataclass(frozen=True)
@@ -44,9 +92,33 @@ def _describe(ref: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
+def _check_path_syntax(ref: str) -> None:
+    """A reference that cannot name a file at all (the OS would raise) gets ``invalid_image_ref``."""
+    if "\x00" in ref:
+        raise SampleError(ErrorCode.INVALID_IMAGE_REF, "image path contains a NUL byte")
+    raw = ref.encode("utf-8", "surrogatepass")
+    if len(raw) > _PATH_MAX:
+        raise SampleError(
+            ErrorCode.INVALID_IMAGE_REF,
+            f"image reference is {len(raw)} bytes: too long for a path (max {_PATH_MAX}) and not valid base64",
+        )
+    longest = max((len(part.encode("utf-8", "surrogatepass")) for part in ref.split("/")), default=0)
+    if longest > _NAME_MAX:
+        raise SampleError(
+            ErrorCode.INVALID_IMAGE_REF,
+            f"image path has a {longest}-byte file name: over the limit of {_NAME_MAX} bytes (and not valid base64)",
+        )
+
+
 def check_path(ref: str, policy: MediaPolicy) -> Path:
+    """Resolve a local path reference, allowed only under ``policy.image_roots``.
+
+    Raises :class:`SampleError`: ``invalid_image_ref`` (NUL byte, over-long name), ``path_not_allowed``
+    (no roots, or outside them after resolving links), ``image_not_found`` (no such file).
+    """
     if ref.startswith("file://"):
         ref = ref[len("file://") :]
+    _check_path_syntax(ref)
     if not policy.image_roots:
         raise SampleError(
             ErrorCode.PATH_NOT_ALLOWED,
@@ -68,24 +140,134 @@ def check_path(ref: str, policy: MediaPolicy) -> Path:
             ErrorCode.PATH_NOT_ALLOWED,
             f"local path {_describe(ref)!r} is outside the allowed image roots {policy.image_roots}",
         )
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if not is_file:
         raise SampleError(ErrorCode.IMAGE_NOT_FOUND, f"no file at {_describe(ref)!r}")
     return path
 
 
-def _read_url(url: str, policy: MediaPolicy, limits: Limits) -> bytes:
-    if not any(url.startswith(p) for p in policy.allowed_url_prefixes):
-        raise SampleError(
-            ErrorCode.URL_NOT_ALLOWED,
-            f"URL {_describe(url)!r} refused: http(s) images are off unless their prefix is allow-listed "
-            "(media.allowed_url_prefixes); send the image as base64 instead",
-        )
+def read_file(path: Path, limits: Limits) -> bytes:
+    """The bytes of an (already allowed) image file; its size is checked with ``stat`` first.
+
+    Never reads more than ``limits.max_image_bytes + 1`` bytes, even if the file grows meanwhile.
+    """
     try:
-        with urllib.request.urlopen(url, timeout=policy.url_timeout_s) as resp:  # noqa: S310 (allow-listed)
-            data = resp.read(limits.max_image_bytes + 1)
-    except Exception as exc:  # network errors of every kind
-        raise SampleError(ErrorCode.IMAGE_NOT_FOUND, f"could not fetch {_describe(url)!r}: {exc}") from exc
+        size = path.stat().st_size
+        if size > limits.max_image_bytes:
+            raise SampleError(
+                ErrorCode.IMAGE_TOO_LARGE,
+                f"image file {path.name!r} is {size} bytes, over the limit of {limits.max_image_bytes} "
+                "(limits.max_image_bytes)",
+            )
+        with path.open("rb") as f:
+            data = f.read(limits.max_image_bytes + 1)
+    except OSError as exc:
+        raise SampleError(ErrorCode.IMAGE_NOT_FOUND, f"cannot read {path.name!r}: {exc.strerror}") from exc
     return data
+
+
+def url_allowed(url: str, prefixes: list[str]) -> bool:
+    """Whether ``url`` is under one of the allow-listed ``prefixes``.
+
+    Compared as parsed URLs, not strings: scheme, host and port must be equal and the (normalised)
+    path must start with the prefix's path, so ``https://ok.example.evil.net/`` or
+    ``https://ok.example@evil.net/`` never pass as ``https://ok.example``. URLs with user info are
+    refused.
+    """
+    import httpx
+
+    try:
+        u = httpx.URL(url)
+    except Exception:
+        return False
+    if u.scheme not in ("http", "https") or not u.host or u.userinfo:
+        return False
+    for prefix in prefixes:
+        try:
+            p = httpx.URL(prefix)
+        except Exception:
+            continue
+        if (u.scheme, u.host, u.port) != (p.scheme, p.host, p.port):
+            continue
+        if u.path.startswith(p.path or "/"):
+            return True
+    return False
+
+
+def _refuse_url(url: str, why: str) -> SampleError:
+    return SampleError(
+        ErrorCode.URL_NOT_ALLOWED,
+        f"URL {_describe(url)!r} refused: {why}; http(s) images are off unless their prefix is "
+        "allow-listed (media.allowed_url_prefixes); send the image as base64 instead",
+    )
+
+
+def _read_url(url: str, policy: MediaPolicy, limits: Limits) -> bytes:
+    """Fetch an allow-listed URL within the total deadline and the byte cap (see module docstring)."""
+    import httpx
+
+    if not url_allowed(url, policy.allowed_url_prefixes):
+        raise _refuse_url(url, "not under an allow-listed prefix")
+    deadline = time.monotonic() + policy.url_timeout_s
+    wait = min(policy.url_read_timeout_s, policy.url_timeout_s)
+    cap = limits.max_image_bytes
+    try:
+        with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(wait), trust_env=False) as client:
+            for _hop in range(policy.max_url_redirects + 1):
+                with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as resp:
+                    if resp.is_redirect:
+                        target = str(resp.url.join(resp.headers.get("location", "")))
+                        if not url_allowed(target, policy.allowed_url_prefixes):
+                            raise _refuse_url(
+                                target, f"redirect from {_describe(url)!r} leaves the allow-list"
+                            )
+                        url = target
+                        continue
+                    if resp.status_code != 200:
+                        raise SampleError(
+                            ErrorCode.IMAGE_NOT_FOUND,
+                            f"could not fetch {_describe(url)!r}: HTTP {resp.status_code}",
+                        )
+                    declared = resp.headers.get("content-length")
+                    if declared is not None and declared.isdigit() and int(declared) > cap:
+                        raise SampleError(
+                            ErrorCode.IMAGE_TOO_LARGE,
+                            f"URL {_describe(url)!r} declares {declared} bytes, over the limit of {cap} "
+                            "(limits.max_image_bytes)",
+                        )
+                    buf = bytearray()
+                    # Raw bytes as they arrive (identity encoding asked): the cap counts what the
+                    # socket delivered, and no Content-Encoding can inflate it behind our back.
+                    for chunk in resp.iter_raw():
+                        buf += chunk
+                        if len(buf) > cap:
+                            raise SampleError(
+                                ErrorCode.IMAGE_TOO_LARGE,
+                                f"URL {_describe(url)!r} sent more than {cap} bytes (limits.max_image_bytes)",
+                            )
+                        if time.monotonic() > deadline:
+                            raise SampleError(
+                                ErrorCode.IMAGE_NOT_FOUND,
+                                f"fetching {_describe(url)!r} took longer than {policy.url_timeout_s:g} s "
+                                "(media.url_timeout_s, the whole fetch); aborted",
+                            )
+                    return bytes(buf)
+                if time.monotonic() > deadline:
+                    break
+            raise SampleError(
+                ErrorCode.IMAGE_NOT_FOUND,
+                f"could not fetch {_describe(url)!r}: more than {policy.max_url_redirects} redirects "
+                "(media.max_url_redirects) or past the deadline",
+            )
+    except SampleError:
+        raise
+    except httpx.HTTPError as exc:  # connect/read timeouts, refused connections, protocol errors
+        raise SampleError(
+            ErrorCode.IMAGE_NOT_FOUND, f"could not fetch {_describe(url)!r}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _decode_b64(s: str, limits: Limits) -> bytes:
@@ -126,12 +308,27 @@ def read_bytes(ref: Any, policy: MediaPolicy, limits: Limits) -> bytes | Image.I
         return _decode_b64(payload, limits)
     if ref.startswith(("http://", "https://")):
         return _read_url(ref, policy, limits)
+    scheme = _SCHEME_RE.match(ref)
+    if scheme and scheme.group(1).lower() != "file":
+        raise _refuse_url(ref, f"the {scheme.group(1)!r} scheme is not supported (only http and https)")
     # base64's alphabet has no '.', and a path almost always has one (an extension); "/9j/..." is a
     # JPEG in base64, so a leading '/' alone proves nothing.
     compact = "".join(ref.split()) if len(ref) > 256 else ref
     is_b64 = "." not in ref and _B64_RE.fullmatch(compact) is not None and len(compact) % 4 == 0
     if ref.startswith(("./", "../", "~", "file://")) or not is_b64:
-        return check_path(os.path.expanduser(ref), policy).read_bytes()
+        if (
+            not ref.startswith(("./", "../", "~", "file://"))
+            and (len(ref) >= _B64_MIN_GUESS or ref.startswith(_B64_MAGIC))
+            and "." not in ref
+            and _B64_LOOSE_RE.fullmatch(ref)
+        ):
+            # Base64's alphabet only, no extension, and long or starting as an image does: broken
+            # base64 (bad length, stray padding), not a missing file.
+            raise SampleError(
+                ErrorCode.IMAGE_DECODE,
+                f"invalid base64 image data ({len(compact)} characters, not a multiple of 4 or badly padded)",
+            )
+        return read_file(check_path(os.path.expanduser(ref), policy), limits)
     return _decode_b64(compact, limits)
 
 
@@ -153,11 +350,19 @@ def _check_geometry(width: int, height: int, limits: Limits) -> None:
         )
 
 
-def load_image(ref: Any, policy: MediaPolicy, limits: Limits) -> LoadedImage:
-    """Resolve, check and decode one image reference to an RGB PIL image."""
+def load_image(
+    ref: Any, policy: MediaPolicy, limits: Limits, budget: PixelBudget | None = None
+) -> LoadedImage:
+    """Resolve, check and decode one image reference to an RGB PIL image.
+
+    ``budget`` is the sample's :class:`PixelBudget`; the image's pixels are charged to it from the
+    header, before decoding. Raises :class:`SampleError`.
+    """
     src = read_bytes(ref, policy, limits)
     if isinstance(src, Image.Image):
         _check_geometry(src.width, src.height, limits)
+        if budget is not None:
+            budget.charge(src.width, src.height, limits)
         img = src
         digest_src = img.tobytes() + f"{img.mode}{img.size}".encode()
     else:
@@ -173,6 +378,8 @@ def load_image(ref: Any, policy: MediaPolicy, limits: Limits) -> LoadedImage:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(io.BytesIO(src))
                 _check_geometry(img.width, img.height, limits)
+                if budget is not None:
+                    budget.charge(img.width, img.height, limits)
                 img.load()
         except SampleError:
             raise

@@ -30,7 +30,7 @@ import torch
 
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
-from rlreward.engine.media import check_path, check_video_file, ensure_video_reader, load_image
+from rlreward.engine.media import PixelBudget, check_path, check_video_file, ensure_video_reader, load_image
 from rlreward.schema import ErrorCode, SampleError
 
 _ROLES = {"system", "user", "assistant"}
@@ -121,6 +121,33 @@ def _item_keys(item: dict, keys: tuple[str, ...], where: str) -> dict:
     if "fps" in out and "nframes" in out:
         raise SampleError(ErrorCode.BAD_CONTENT, f"{where}: give 'fps' or 'nframes', not both")
     return out
+
+
+def check_text(texts: list[str], limits: Any) -> None:
+    """Refuse text that is too long or not valid Unicode, before anything is tokenised.
+
+    The length is counted in characters against ``limits.text_char_limit`` (``Limits.max_text_chars``),
+    so megabytes of text cost a ``len``, not a tokenisation. A lone surrogate (``"\ud800"``, which
+    JSON can carry) cannot be encoded to UTF-8: ``invalid_text``, not a tokenizer crash.
+    """
+    n = sum(len(t) for t in texts)
+    if n > limits.text_char_limit:
+        raise SampleError(
+            ErrorCode.TOO_MANY_TOKENS,
+            f"{n} characters of text, over the limit of {limits.text_char_limit} (limits.max_text_chars, "
+            f"checked before tokenising; default 8 x max_tokens); shorten it",
+        )
+    for t in texts:
+        if t.isascii():
+            continue
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SampleError(
+                ErrorCode.INVALID_TEXT,
+                f"text has a lone surrogate {t[exc.start]!r} at character {exc.start}: not valid Unicode "
+                "(check how the text was decoded)",
+            ) from None
 
 
 def _text_item(text: Any, where: str) -> dict:
@@ -304,6 +331,7 @@ class Preprocessor:
         cfg, limits = self.config, self.config.limits
         digests: list[str] = []
         n_images = 0
+        budget = PixelBudget.for_sample(limits)
         out = []
         for msg in messages:
             content = msg["content"]
@@ -319,7 +347,7 @@ class Preprocessor:
                             ErrorCode.TOO_MANY_IMAGES,
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
-                    loaded = load_image(item["image"], cfg.media, limits)
+                    loaded = load_image(item["image"], cfg.media, limits, budget)
                     # Vision reuse keys on the pixels the model sees: the same file resized under
                     # other per-item keys is another image.
                     keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
@@ -327,13 +355,13 @@ class Preprocessor:
                     # The item's own resize keys pass through to qwen-vl-utils; none are added.
                     new_items.append({**item, "image": loaded.image})
                 elif item["type"] == "video":
-                    new_items.append(self._video_item(item))
+                    new_items.append(self._video_item(item, budget))
                 else:
                     new_items.append(item)
             out.append({"role": msg["role"], "content": new_items})
         return out, digests
 
-    def _video_item(self, item: dict) -> dict:
+    def _video_item(self, item: dict, budget: PixelBudget | None = None) -> dict:
         cfg, limits = self.config, self.config.limits
         ref = item["video"]
         extra = {k: v for k, v in item.items() if k not in ("type", "video")}
@@ -345,7 +373,7 @@ class Preprocessor:
                     ErrorCode.TOO_MANY_IMAGES,
                     f"video has {len(ref)} frames, over {limits.max_video_frames} (limits.max_video_frames)",
                 )
-            frames = [load_image(r, cfg.media, limits).image for r in ref]
+            frames = [load_image(r, cfg.media, limits, budget).image for r in ref]
             sizes = {f.size for f in frames}
             if len(sizes) > 1:
                 raise SampleError(ErrorCode.VIDEO_ERROR, f"video frames differ in size: {sorted(sizes)}")
@@ -365,18 +393,9 @@ class Preprocessor:
             return self._prepare_rendered(sample)
         messages = normalize_messages(sample)
         limits = self.config.limits
-        text_chars = sum(
-            len(m["content"])
-            if isinstance(m["content"], str)
-            else sum(len(i.get("text", "")) for i in m["content"])
-            for m in messages
-        )
-        # Cheap guard before tokenising megabytes: no BPE token is longer than ~64 characters.
-        if text_chars > limits.max_tokens * 64:
-            raise SampleError(
-                ErrorCode.TOO_MANY_TOKENS,
-                f"{text_chars} characters of text cannot fit in {limits.max_tokens} tokens",
-            )
+        texts = [m["content"] for m in messages if isinstance(m["content"], str)]
+        texts += [i.get("text", "") for m in messages if isinstance(m["content"], list) for i in m["content"]]
+        check_text(texts, limits)
         messages, digests = self._vision_items(messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         has_vision = any(
@@ -473,11 +492,7 @@ class Preprocessor:
         if not isinstance(special, bool):
             raise SampleError(ErrorCode.INVALID_SAMPLE, "'add_special_tokens' must be true or false")
         limits = self.config.limits
-        if len(text) > limits.max_tokens * 64:  # no BPE token is longer than ~64 characters
-            raise SampleError(
-                ErrorCode.TOO_MANY_TOKENS,
-                f"{len(text)} characters of text cannot fit in {limits.max_tokens} tokens",
-            )
+        check_text([text], limits)
         for token in (
             getattr(self.processor, "image_token", None),
             getattr(self.processor, "video_token", None),

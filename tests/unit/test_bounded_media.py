@@ -286,6 +286,15 @@ def _img_sample(ref) -> dict:
     return {"prompt": "What is shown?", "response": "x", "images": [ref]}
 
 
+def _video_sample(fps) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": [{"type": "video", "video": [png_bytes()] * 2, "fps": fps}]},
+            {"role": "assistant", "content": "x"},
+        ]
+    }
+
+
 def _hostile(root) -> dict[str, tuple[dict, str]]:
     good_b64 = base64.b64encode(png_bytes("red", (64, 48))).decode()
     return {
@@ -296,6 +305,8 @@ def _hostile(root) -> dict[str, tuple[dict, str]]:
         "over_long_path": (_img_sample("/".join(["dir"] * 1500) + ".png"), "invalid_image_ref"),
         "truncated_base64": (_img_sample(good_b64[:-3]), "image_decode_error"),
         "ftp_url": (_img_sample("ftp://127.0.0.1/x.png"), "url_not_allowed"),
+        "fps_not_a_number": (_video_sample("abc"), "bad_content"),
+        "fps_nan": (_video_sample(float("nan")), "bad_content"),
         "pixels_over_the_sample_budget": (
             {"prompt": "q", "response": "x", "images": [png_bytes("red", (64, 48))] * 4},
             "image_too_large",
