@@ -121,6 +121,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     rep.add_argument("--ray-address", help="--measure: the Ray cluster to use (default: start a local one)")
     rep.add_argument(
+        "--measure-http",
+        metavar="URL",
+        help="--measure: Serve's HTTP address; the bursts then go over HTTP like a trainer's (default: "
+        "HTTP on the local cluster this command starts; a handle with --ray-address)",
+    )
+    rep.add_argument(
         "--measure-bursts", type=int, default=3, help="--measure: timed bursts after a warm-up (3)"
     )
     rep.add_argument(
@@ -259,6 +265,7 @@ def _replica_numbers(args: argparse.Namespace) -> tuple[float, float, dict[str, 
         # no --ray-address: a fresh local cluster, never whichever one this machine runs already
         ray.init(address=args.ray_address or "local", log_to_driver=False)
         try:
+            http_base = args.measure_http
             if args.ray_address is None:
                 import socket
 
@@ -266,12 +273,14 @@ def _replica_numbers(args: argparse.Namespace) -> tuple[float, float, dict[str, 
                     sock.bind(("127.0.0.1", 0))
                     port = sock.getsockname()[1]
                 serve.start(http_options={"host": "127.0.0.1", "port": port})
+                http_base = http_base or f"http://127.0.0.1:{port}"
             found = calibrate(
                 cfg,
                 prompts=args.measure_prompts or args.prompts or 8,
                 group=args.measure_group or args.group or 8,
                 bursts=args.measure_bursts,
                 cold_start=cold is None,
+                http_base=http_base,
             )
         finally:
             if args.ray_address is None:

@@ -87,13 +87,20 @@ def calibrate(
     bursts: int = 3,
     cold_start: bool = True,
     app_name: str = CALIBRATION_APP,
+    http_base: str | None = None,
+    sample_maker: Any = None,
     timeout_s: float = 600.0,
     log: Any = print,
 ) -> Calibration:
     """Deploy ``cfg`` (an AppConfig) as ``app_name`` with one replica, time ``bursts`` GRPO bursts of
     ``prompts`` × ``group`` generated samples (after one warm-up burst), then (``cold_start``) ask for
     a second replica and time it to RUNNING; delete the app. Raises RuntimeError on failed samples
-    or a replica that never runs within ``timeout_s``."""
+    or a replica that never runs within ``timeout_s``.
+
+    ``http_base`` (Serve's HTTP address, e.g. ``http://127.0.0.1:8000``): send the bursts over HTTP
+    through the ingress (route ``/<app_name>``), as a trainer outside the cluster does — the
+    samples/s then include JSON/base64 and the ingress; None: through a handle. ``sample_maker``: a
+    :class:`rlreward.offline.loadtest.plan.SampleMaker` with your samples' sizes (default: its own)."""
     from ray import serve
 
     from rlreward.client import AsyncRewardClient
@@ -103,18 +110,26 @@ def calibrate(
     if prompts < 1 or group < 1 or bursts < 1:
         raise ValueError("prompts, group and bursts must be at least 1")
     replica = cfg.replica.model_copy(update={"autoscaling": None, "num_replicas": 1})
-    one = cfg.model_copy(update={"name": app_name, "route_prefix": None, "replica": replica})
-    maker = SampleMaker(seed=7)
+    route = f"/{app_name}" if http_base else None
+    one = cfg.model_copy(update={"name": app_name, "route_prefix": route, "replica": replica})
+    maker = sample_maker or SampleMaker(seed=7)
 
     def burst_requests(k: int) -> list[list[dict[str, Any]]]:
         return [[maker.sample(f"cal{k}p{p}", m) for m in range(group)] for p in range(prompts)]
 
     log(f"calibration: deploying {app_name} (1 replica of {cfg.scorer.model})")
-    serve.run(build_app(one), name=app_name, route_prefix=None)
+    serve.run(build_app(one), name=app_name, route_prefix=route)
     try:
 
         async def run_bursts() -> list[tuple[int, float]]:
-            client = AsyncRewardClient(app_name=app_name, chunk_size=group, timeout_s=timeout_s)
+            where: dict[str, Any] = (
+                {"url": http_base.rstrip("/") + route, "api_key": cfg.http.api_key}
+                if http_base and route
+                else {"app_name": app_name}
+            )
+            client = AsyncRewardClient(
+                **where, chunk_size=group, max_concurrency=prompts, timeout_s=timeout_s
+            )
             try:
                 await _burst(client, burst_requests(-1))  # warm-up
                 out = []
@@ -131,7 +146,7 @@ def calibrate(
         if cold_start:
             two = one.model_copy(update={"replica": replica.model_copy(update={"num_replicas": 2})})
             t0 = time.perf_counter()
-            serve.run(build_app(two), name=app_name, route_prefix=None)  # returns once both run
+            serve.run(build_app(two), name=app_name, route_prefix=route)  # returns once both run
             while _replicas(app_name)[0] < 2:
                 if time.perf_counter() - t0 > timeout_s:
                     raise RuntimeError(f"the second calibration replica did not run within {timeout_s:g} s")
