@@ -317,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
         systems=results,
         targets=target_checks(workload.name, workload.params, results, device, planned),
         atol=atol,
+        effective=unshared.effective_settings(),
     )
     print(render_table(report))
     if args.json:

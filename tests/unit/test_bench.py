@@ -58,6 +58,37 @@ def test_grpo_run_reports_every_system_with_agreeing_scores(tmp_path, tiny_model
     )
     assert systems["reference"]["padding_efficiency"] == 1.0
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The budget that ran is the CPU default (none configured), resolved where the scorer is built,
+    # and the record says so along with the preprocessing (the checkpoint's own, no deviation).
+    from rlreward.engine.config import CPU_MAX_BATCH_TOKENS
+
+    eff = report["effective"]
+    assert (
+        report["workload"]["max_batch_tokens"] == eff["batching"]["max_batch_tokens"] == CPU_MAX_BATCH_TOKENS
+    )
+    assert eff["batching"]["max_batch_tokens_source"] == "cpu default"
+    assert eff["preprocessing"]["faithful"] is True
+
+
+def test_a_configured_budget_is_the_one_recorded(tmp_path, tiny_model_dir):
+    report = _bench(
+        tmp_path,
+        tiny_model_dir,
+        "--workload",
+        "text",
+        "--samples",
+        "2",
+        "--systems",
+        "unshared",
+        "--max-batch-tokens",
+        "2048",
+        "--max-pixels",
+        "100352",
+    )
+    eff = report["effective"]
+    assert report["workload"]["max_batch_tokens"] == eff["batching"]["max_batch_tokens"] == 2048
+    assert eff["batching"]["max_batch_tokens_source"] == "configured"
+    assert eff["preprocessing"]["deviations"] == {"max_pixels": 100352}
 
 
 def test_measured_padding_efficiency_is_the_plans(tmp_path, tiny_model_dir):

@@ -73,6 +73,11 @@ class BenchReport(BaseModel):
     systems: dict[str, SystemResult]
     targets: list[TargetCheck]
     atol: float
+    effective: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What ran: the scorer's effective_settings() (both resizes' bounds, video bounds, "
+        "deviations, the resolved batch budget and where it came from).",
+    )
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -210,6 +215,21 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-".rjust(int(width) if width else 1) if v is None else format(v, spec)
 
 
+def _effective_lines(eff: dict[str, Any]) -> list[str]:
+    """One line of the effective batch budget and preprocessing (empty for old records)."""
+    if not eff:
+        return []
+    b, pre = eff.get("batching") or {}, eff.get("preprocessing") or {}
+    second = (pre.get("image") or {}).get("second_resize") or {}
+    dev = pre.get("deviations") or {}
+    return [
+        f"effective: max_batch_tokens={b.get('max_batch_tokens')} ({b.get('max_batch_tokens_source')}), "
+        f"max_batch_size={b.get('max_batch_size')}; image resize 2 ({second.get('by')}) "
+        f"{second.get('min_pixels')}-{second.get('max_pixels')} px; deviations: "
+        + (", ".join(f"{k}={v}" for k, v in dev.items()) if dev else "none")
+    ]
+
+
 def render_table(report: BenchReport) -> str:
     w, m, h = report.workload, report.model, report.host
     lines = [
@@ -217,6 +237,7 @@ def render_table(report: BenchReport) -> str:
         f"({w['tokens_per_sample']:.0f}/sample, {w['visual_tokens_per_sample']:.0f} visual)",
         f"model {m['name']} ({m['parameters'] / 1e6:,.1f} M params, {m['dtype']}, {m['device']}); "
         f"{h['torch_threads']} torch threads, load avg {h['loadavg_start']} -> {h['loadavg_end']}",
+        *_effective_lines(report.effective),
         "",
         f"{'system':<10} {'samples/s':>9} {'tokens/s':>9} {'vs ref':>7} {'pad eff':>7} {'computed':>9} "
         f"{'wall s':>7} {'cpu s':>7} {'prep/vis/lm/other s':>21} {'peak MiB':>9} {'max|Δ| ref':>10} {'MFU':>6}  status",
