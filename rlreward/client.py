@@ -28,6 +28,12 @@ chunks were retried. When the budget runs out the error says so (attempts, secon
 [ScoreResult(score=0.73, error=None)]
 >>> future = client.submit(samples)   # concurrent.futures.Future[list[ScoreResult]]  # doctest: +SKIP
 
+**Phase hints** for the deployment's autoscaling (:mod:`rlreward.serving.autoscaling`):
+``expect(n_samples, within_s=None)`` when a rollout starts, ``rollout_started()`` (re-announce the last
+expectation), ``step_done()`` once the step's scores are back; ``POST /v1/hints`` over HTTP (with the
+token), the ingress deployment in handle mode. Advisory: one attempt each, ``{"accepted": bool,
+"reason"?}`` back (not accepted by a deployment without the hint policy); errors raise as for ``score``.
+
 Timeouts are values in seconds: ``timeout_s`` bounds one attempt of one chunk, ``connect_timeout_s``
 one HTTP connect. The API key defaults to ``$RLREWARD_API_KEY``. Tests may pass an httpx transport
 (``transport=httpx.MockTransport(handler)``) to run the whole client against a function.
