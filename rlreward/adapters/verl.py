@@ -20,10 +20,13 @@ generation, ``step_done()`` before the update), or scale on load alone.
    verl passes it the decoded response only, so the prompt and the images must be in the row's
    ``extra_info`` (put them there at preprocessing)::
 
-       extra_info = {"prompt": str | messages, "images": [REF, ...], ...}
+       extra_info = {"prompt": str | messages, "images": [REF, ...], "videos": [VIDEO, ...], ...}
 
-   ``prompt`` may contain ``<image>`` placeholders (verl's convention) that take the images in
-   order; without placeholders the images go before the prompt text. ``question`` is read when
+   ``prompt`` may contain ``<image>`` and ``<video>`` placeholders (verl's convention) that take the
+   images and videos in order; without placeholders they go before the prompt text. A ``VIDEO`` is
+   what verl's dataset accepts: a video-file path the server may read, a list of frame REFs, or a
+   dict ``{"video": ..., "fps": ..., ...}``. A ``<video>`` placeholder without a video is a
+   per-sample ``invalid_sample`` error (never scored as text). ``question`` is read when
    there is no ``prompt`` (verl's geo3k preprocessing writes it). A ``REF`` is what rlreward accepts:
    a path the *server* may read, an allow-listed URL, base64, a ``data:`` URI, bytes, or a
    datasets image dict ``{"bytes", "path"}``.
@@ -77,7 +80,7 @@ log = logging.getLogger("rlreward.adapters.verl")
 
 #: kwargs verl itself adds to a reward function call; not options of ours.
 _VERL_KWARGS = {"reward_router_address", "reward_model_tokenizer"}
-_IMAGE_TAG = re.compile(r"(<image>)")
+_MEDIA_TAG = re.compile(r"(<image>|<video>)")
 
 
 class VerlRewardOptions(ClientSpec):
@@ -96,6 +99,7 @@ class VerlRewardOptions(ClientSpec):
     )
     prompt_key: str = Field(default="prompt", description="extra_info key of the prompt (compute_score).")
     image_key: str = Field(default="images", description="extra_info key of the images (compute_score).")
+    video_key: str = Field(default="videos", description="extra_info key of the videos (compute_score).")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> VerlRewardOptions:
@@ -136,24 +140,47 @@ def _log_once(msg: str) -> None:
         log.error("rlreward verl adapter: %s", msg)
 
 
-def _content_with_images(text: str, images: list[Any], memo: dict[int, Any]) -> list[dict] | str:
-    """``<image>`` placeholders → image items in order; images without a placeholder go first."""
-    pieces = [p for p in _IMAGE_TAG.split(text) if p]
-    n_tags = sum(p == "<image>" for p in pieces)
-    if n_tags > len(images):
-        raise ValueError(
-            f"the prompt has {n_tags} <image> placeholders but extra_info carries {len(images)} images"
-        )
-    lead = images[: len(images) - n_tags]
-    queue = iter(images[len(images) - n_tags :])
-    items = [{"type": "image", "image": wire_image(im, memo)} for im in lead]
+def wire_video(video: Any, memo: dict[int, Any]) -> dict:
+    """A verl video entry (path, list of frames, or ``{"video": ..., **keys}``) → a video item."""
+    if isinstance(video, dict):
+        ref = video.get("video")
+        if ref is None:
+            raise ValueError(f"a video dict needs a 'video' entry (got keys {sorted(video)})")
+        return {**video, "type": "video", "video": wire_video(ref, memo)["video"]}
+    if isinstance(video, (list, tuple)):
+        return {"type": "video", "video": [wire_image(f, memo) for f in video]}
+    if isinstance(video, str) or hasattr(video, "__fspath__"):
+        return {"type": "video", "video": str(video)}
+    raise ValueError(f"a video must be a path, a list of frames or a dict, not {type(video).__name__}")
+
+
+def _content_with_media(
+    text: str, images: list[Any], videos: list[Any], memo: dict[int, Any]
+) -> list[dict] | str:
+    """``<image>`` / ``<video>`` placeholders → image / video items in order; images and videos
+    without a placeholder go first. More placeholders than media is a ``ValueError``."""
+    pieces = [p for p in _MEDIA_TAG.split(text) if p]
+    items: list[dict] = []
+    queues = {}
+    for tag, media, make in (
+        ("<image>", images, lambda im: {"type": "image", "image": wire_image(im, memo)}),
+        ("<video>", videos, lambda v: wire_video(v, memo)),
+    ):
+        n_tags = sum(p == tag for p in pieces)
+        if n_tags > len(media):
+            kind = tag.strip("<>")
+            raise ValueError(
+                f"the prompt has {n_tags} {tag} placeholders but extra_info carries {len(media)} {kind}s"
+            )
+        items += [make(m) for m in media[: len(media) - n_tags]]
+        queues[tag] = (iter(media[len(media) - n_tags :]), make)
     for p in pieces:
-        items.append(
-            {"type": "image", "image": wire_image(next(queue), memo)}
-            if p == "<image>"
-            else {"type": "text", "text": p}
-        )
-    return items if images else text
+        if p in queues:
+            queue, make = queues[p]
+            items.append(make(next(queue)))
+        else:
+            items.append({"type": "text", "text": p})
+    return items if images or videos else text
 
 
 def sample_from_extra_info(solution_str: str, extra_info: dict | None, options: VerlRewardOptions) -> dict:
@@ -168,11 +195,17 @@ def sample_from_extra_info(solution_str: str, extra_info: dict | None, options: 
             "only, so write the prompt (and the images) into extra_info at preprocessing, or use RLRewardManager"
         )
     images = as_list(info.get(options.image_key))
+    videos = as_list(info.get(options.video_key))
     memo: dict[int, Any] = {}
     if isinstance(prompt, str):
-        messages = [{"role": "user", "content": _content_with_images(prompt, images, memo)}]
+        messages = [{"role": "user", "content": _content_with_media(prompt, images, videos, memo)}]
     else:
         messages = _messages_for_wire(as_list(prompt), memo)
+        if videos:
+            raise ValueError(
+                f"extra_info[{options.video_key!r}] beside a messages prompt: put the videos in the messages "
+                "as {'type': 'video', 'video': ...} items, or give the prompt as a string with <video> placeholders"
+            )
         if images:
             return {
                 "prompt": messages,
@@ -198,6 +231,9 @@ def _messages_for_wire(messages: list[Any], memo: dict[int, Any]) -> list[dict]:
                 items.append({"type": "image", "image": wire_image(ref, memo)})
             elif isinstance(item, dict) and item.get("type") == "text":
                 items.append({"type": "text", "text": item.get("text", "")})
+            elif isinstance(item, dict) and item.get("type") == "video":
+                # verl's items: {"type": "video", "video": path | frames, fps...}; frames made JSON-safe.
+                items.append({**item, "video": wire_video(item.get("video"), memo)["video"]})
             else:
                 items.append(item)
         out.append({"role": msg.get("role"), "content": items})

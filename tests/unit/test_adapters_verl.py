@@ -263,3 +263,63 @@ def test_manager_pickles_by_reference():
     cls = vadapter.RLRewardManager
     assert pickle.loads(pickle.dumps(cls)) is cls
     assert pickle.loads(pickle.dumps(compute_score)) is compute_score
+
+
+def _video_expected(scorer, frames, answer: str) -> float:
+    return scorer.score(
+        [
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Watch: "},
+                            {"type": "video", "video": frames},
+                            {"type": "text", "text": " What moves?"},
+                        ],
+                    },
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        ]
+    )[0].score
+
+
+def test_compute_score_scores_a_video_placeholder_with_its_frames(served, scorer):
+    frames = [noise_png(10 + i) for i in range(4)]
+    info = {"prompt": "Watch: <video> What moves?", "videos": [frames]}
+    out = _call(data_source="d", solution_str="The ball.", ground_truth=None, extra_info=info, url=URL)
+    text_only = scorer.score([{"prompt": "Watch: <video> What moves?", "response": "The ball."}])[0].score
+    expected = _video_expected(scorer, frames, "The ball.")
+    assert out["rm_error"] == 0.0, out["error"]
+    assert out["score"] == pytest.approx(expected, abs=1e-6)
+    assert abs(out["score"] - text_only) > 1e-4  # not the placeholder scored as text
+
+
+def test_compute_score_video_placeholder_without_a_video_is_a_per_sample_error(served):
+    out = _call(
+        data_source="d",
+        solution_str="x",
+        ground_truth=None,
+        extra_info={"prompt": "Watch: <video> What moves?"},
+        url=URL,
+    )
+    assert set(out) == BASE_KEYS
+    assert out["rm_error"] == 1.0 and out["error"].startswith("invalid_sample: ")
+    assert "<video>" in out["error"]
+
+
+def test_manager_messages_carry_video_frames_json_safe():
+    frames = [pil_noise(1), pil_noise(2)]
+    wired = vadapter._messages_for_wire(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "video", "video": frames, "fps": 2.0}, {"type": "text", "text": "?"}],
+            }
+        ],
+        {},
+    )
+    video = wired[0]["content"][0]
+    assert video["type"] == "video" and video["fps"] == 2.0
+    assert all(isinstance(f, str) and f.startswith("data:image/png;base64,") for f in video["video"])
