@@ -11,7 +11,8 @@ Routes:
 * ``GET /health``: 200 when a replica answers, else 503. Never needs the token.
 * ``GET /v1/models``: the served model in vLLM's ``ModelCard`` shape (id, created, root,
   max_model_len, permission), then rlreward's fields (head shape, dtype, device, request limits).
-* ``POST /classify`` (also ``/v1/classify``), ``POST /pooling``, ``POST /score``: vLLM's reward-model
+* ``POST /classify`` (also ``/v1/classify``), ``POST /pooling``, ``POST /score``, ``POST /rerank``
+  (also ``/v1/rerank``, ``/v2/rerank``): vLLM's reward-model
   API (:mod:`rlreward.serving.vllm_api`), so clients written for vLLM need no code; their errors use
   vLLM's body ``{"error": {"message", "type", "param", "code"}}`` (401/413/5xx included).
 * ``POST /v1/hints`` ``{"event": "expect"|"rollout_started"|"step_done", "n_samples"?: int,
@@ -422,6 +423,12 @@ class RewardIngress:
     @api.post("/score", openapi_extra=_openapi_body(vllm_api.ScoreRequest))
     async def vllm_score(self, request: Request) -> JSONResponse:
         return await self._vllm(request, vllm_api.score_pairs)
+
+    @api.post("/rerank", openapi_extra=_openapi_body(vllm_api.RerankRequest))
+    @api.post("/v1/rerank", include_in_schema=False)
+    @api.post("/v2/rerank", include_in_schema=False)
+    async def vllm_rerank(self, request: Request) -> JSONResponse:
+        return await self._vllm(request, vllm_api.rerank)
 
     # -- API description, behind the token ------------------------------------------------------------
     @api.get("/openapi.json", include_in_schema=False)

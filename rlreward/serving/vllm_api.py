@@ -1,4 +1,4 @@
-"""vLLM's reward-model HTTP API over rlreward's scoring: ``/classify``, ``/pooling``, ``/score``.
+"""vLLM's reward-model HTTP API over rlreward's scoring: ``/classify``, ``/pooling``, ``/score``, ``/rerank``.
 
 Clients written for a vLLM pooling server (verl's reward loop, in-house RL stacks, ``httpx``/``openai``
 ``client.post``) work unchanged against ``rlreward serve``. Request and response shapes follow vLLM's
@@ -20,6 +20,7 @@ Inputs (``/classify``, ``/pooling``):
 ``/score``: ``queries`` + ``documents`` (or ``data_1``/``data_2``, ``text_1``/``text_2``,
 ``queries``/``items``), 1:1, 1:N or N:N; each pair is scored as the conversation
 ``[user: query, assistant: document]`` (a query may be ``{"content": [parts]}`` with images).
+``/rerank`` (``query`` + ``documents``, ``top_n``) ranks the documents by that same value.
 
 Responses::
 
@@ -27,6 +28,7 @@ Responses::
                 "data": [{"index", "label": null, "probs": [value], "num_classes": 1}], "usage"}
     /pooling   {"id": "pooling-…", ..., "data": [{"index", "object": "pooling", "data": [value]}], "usage"}
     /score     {"id": "score-…", ..., "data": [{"index", "object": "score", "score": value}], "usage"}
+    /rerank    {"id": "score-…", "model", "usage", "results": [{"index", "document", "relevance_score"}]}
 
 ``usage`` is ``{"prompt_tokens", "total_tokens", "completion_tokens": 0, "prompt_tokens_details": null}``
 (tokens scored, visual tokens included).
@@ -186,7 +188,16 @@ class PoolingRequest(InputRequest):
     dimensions: int | None = Field(default=None, description="Refused when set (as vLLM does).")
 
 
-class ScoreRequest(_VllmRequest):
+class _ScoringRequest(_VllmRequest):
+    max_tokens_per_query: int = Field(default=0, description="Only 0 (no truncation).")
+    max_tokens_per_doc: int = Field(default=0, description="Only 0 (no truncation).")
+    instruction: str | None = Field(
+        default=None, description="Refused: put a system turn in /classify messages."
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(default=None, description="Refused when non-empty.")
+
+
+class ScoreRequest(_ScoringRequest):
     """Body of ``POST /score``: queries (prompts) and documents (candidate answers), 1:1, 1:N or N:N."""
 
     queries: str | dict[str, Any] | list[str | dict[str, Any]] | None = Field(
@@ -210,12 +221,14 @@ class ScoreRequest(_VllmRequest):
     text_2: str | dict[str, Any] | list[str | dict[str, Any]] | None = Field(
         default=None, description="= documents."
     )
-    max_tokens_per_query: int = Field(default=0, description="Only 0 (no truncation).")
-    max_tokens_per_doc: int = Field(default=0, description="Only 0 (no truncation).")
-    instruction: str | None = Field(
-        default=None, description="Refused: put a system turn in /classify messages."
-    )
-    chat_template_kwargs: dict[str, Any] | None = Field(default=None, description="Refused when non-empty.")
+
+
+class RerankRequest(_ScoringRequest):
+    """Body of ``POST /rerank``: one query (prompt) and its candidate answers, ranked by reward."""
+
+    query: str | dict[str, Any] = Field(description="The prompt: text, or {'content': [parts]} with images.")
+    documents: str | dict[str, Any] | list[str | dict[str, Any]] = Field(description="Candidate answers.")
+    top_n: int = Field(default=0, ge=0, description="Keep the best n; 0 = all.")
 
 
 # -- the routes' logic -----------------------------------------------------------------------------------
@@ -431,8 +444,7 @@ def _score_content(value: Any, param: str) -> str | list[Any]:
     raise bad_request(f"{param}: each item must be a string or {{'content': [parts]}}", param)
 
 
-def pair_samples(req: ScoreRequest, ctx: VllmContext) -> tuple[list[dict[str, Any]], str, str]:
-    """The conversations ``[user: query, assistant: document]`` of a ``/score`` body (1:1, 1:N, N:N)."""
+def _check_scoring(req: _ScoringRequest, ctx: VllmContext) -> None:
     _check_common(req, ctx)
     for name in ("max_tokens_per_query", "max_tokens_per_doc"):
         if getattr(req, name):
@@ -444,6 +456,20 @@ def pair_samples(req: ScoreRequest, ctx: VllmContext) -> tuple[list[dict[str, An
             "instruction / chat_template_kwargs are not applied; send a system turn with /classify messages",
             "instruction",
         )
+
+
+def _pair(query: Any, doc: Any, q_name: str, d_name: str) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": _score_content(query, q_name)},
+            {"role": "assistant", "content": _score_content(doc, d_name)},
+        ]
+    }
+
+
+def pair_samples(req: ScoreRequest, ctx: VllmContext) -> tuple[list[dict[str, Any]], str, str]:
+    """The conversations ``[user: query, assistant: document]`` of a ``/score`` body (1:1, 1:N, N:N)."""
+    _check_scoring(req, ctx)
     pair = next(
         ((a, b) for a, b in _PAIRS if getattr(req, a) is not None and getattr(req, b) is not None), None
     )
@@ -463,16 +489,7 @@ def pair_samples(req: ScoreRequest, ctx: VllmContext) -> tuple[list[dict[str, An
         raise bad_request("At least one text_pair element must be given", d_name)
     if len(queries) == 1:
         queries = queries * len(docs)
-    samples = [
-        {
-            "messages": [
-                {"role": "user", "content": _score_content(q, q_name)},
-                {"role": "assistant", "content": _score_content(d, d_name)},
-            ]
-        }
-        for q, d in zip(queries, docs)
-    ]
-    return samples, q_name, d_name
+    return [_pair(q, d, q_name, d_name) for q, d in zip(queries, docs)], q_name, d_name
 
 
 async def score_pairs(payload: Any, ctx: VllmContext, score_fn: ScoreFn) -> dict[str, Any]:
@@ -487,6 +504,42 @@ async def score_pairs(payload: Any, ctx: VllmContext, score_fn: ScoreFn) -> dict
         for i, v in enumerate(_values(results, req.use_activation))
     ]
     return _envelope("score", ctx, data, tokens)
+
+
+async def rerank(payload: Any, ctx: VllmContext, score_fn: ScoreFn) -> dict[str, Any]:
+    """``POST /rerank``: the documents as ``{"index", "document", "relevance_score"}``, best first.
+
+    ``relevance_score`` is the reward of ``[user: query, assistant: document]`` (its sigmoid unless
+    ``use_activation`` is false); ``index`` is the document's position in the request; ``top_n`` > 0
+    keeps the best n. Ties keep request order.
+    """
+    req: RerankRequest = _validate(RerankRequest, payload)
+    _check_scoring(req, ctx)
+    docs = req.documents if isinstance(req.documents, list) else [req.documents]
+    if not docs:
+        raise bad_request("At least one text_pair element must be given", "documents")
+    samples = [_pair(req.query, d, "query", "documents") for d in docs]
+    _check_count(len(samples), ctx, "documents")
+    results, tokens = await score_fn(samples)
+    _raise_for_errors(results, "documents", one=False)
+    ranked = [
+        {
+            "index": i,
+            "document": {"text": d, "multi_modal": None}
+            if isinstance(d, str)
+            else {"text": None, "multi_modal": d.get("content", [])},
+            "relevance_score": v,
+        }
+        for i, (d, v) in enumerate(zip(docs, _values(results, req.use_activation)))
+    ]
+    ranked.sort(key=lambda r: r["relevance_score"], reverse=True)
+    n = int(sum(tokens))
+    return {
+        "id": f"score-{ctx.request_id or uuid.uuid4().hex}",  # vLLM's scoring handler answers /rerank
+        "model": ctx.model_name,
+        "usage": {"prompt_tokens": n, "total_tokens": n},
+        "results": ranked[: req.top_n] if req.top_n else ranked,
+    }
 
 
 def model_card(model_name: str, max_model_len: int | None) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def test_classify_and_pooling_messages_with_images_equal_v1_score(serve_app):
     assert abs(want[0] - want[1]) > 10 * TOL
 
 
-def test_score_query_with_an_image_and_candidate_answers_equal_v1_score(serve_app):
+def test_score_and_rerank_query_with_an_image_and_candidate_answers_equal_v1_score(serve_app):
     query = {
         "content": [
             {"type": "image_url", "image_url": {"url": _uri(3)}},
@@ -228,6 +228,17 @@ def test_score_query_with_an_image_and_candidate_answers_equal_v1_score(serve_ap
     assert [d["score"] for d in body["data"]] == pytest.approx(want, abs=TOL)
     r = _post(serve_app.url, "/score", {"data_1": query, "data_2": docs})  # default: sigmoid
     assert [d["score"] for d in r.json()["data"]] == pytest.approx([_logistic(x) for x in want], abs=TOL)
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):  # the same values, best first
+        r = _post(
+            serve_app.url, path, {"query": query, "documents": docs, "use_activation": False, "top_n": 2}
+        )
+        assert r.status_code == 200, r.text
+        best = sorted(range(len(docs)), key=lambda i: want[i], reverse=True)[:2]
+        assert [x["index"] for x in r.json()["results"]] == best
+        assert [x["relevance_score"] for x in r.json()["results"]] == pytest.approx(
+            [want[i] for i in best], abs=TOL
+        )
+        assert r.json()["results"][0]["document"] == {"text": docs[best[0]], "multi_modal": None}
 
 
 # -- the openai package ----------------------------------------------------------------------------------------

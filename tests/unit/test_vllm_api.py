@@ -325,3 +325,48 @@ def test_sigmoid_is_the_logistic_function_without_overflow():
 )
 def test_a_model_named_by_path_matches_by_its_last_component(requested, served, same):
     assert vllm_api.model_matches(requested, served) is same
+
+
+# -- /rerank ----------------------------------------------------------------------------------------------------
+def test_rerank_ranks_the_candidates_by_reward_best_first():
+    image_query = {"content": [{"type": "image_url", "image_url": "data:image/png;base64,AA"}, "Describe."]}
+    docs = ["noise", {"content": [{"type": "text", "text": "a cat"}]}, "static"]
+    answer, fake = run(vllm_api.rerank, {"query": image_query, "documents": docs}, [0.5, 2.0, -1.0])
+    assert [s["messages"][0]["content"] for s in fake.samples] == [image_query["content"]] * 3
+    assert [s["messages"][1]["content"] for s in fake.samples] == [
+        "noise",
+        [{"type": "text", "text": "a cat"}],
+        "static",
+    ]
+    assert answer["id"] == "score-req-1" and answer["model"] == "skywork-rm"
+    assert answer["usage"] == {"prompt_tokens": 33, "total_tokens": 33}
+    assert [r["index"] for r in answer["results"]] == [1, 0, 2]
+    assert [r["relevance_score"] for r in answer["results"]] == pytest.approx(
+        [logistic(2.0), logistic(0.5), logistic(-1.0)]
+    )
+    assert answer["results"][0]["document"] == {
+        "text": None,
+        "multi_modal": [{"type": "text", "text": "a cat"}],
+    }
+    assert answer["results"][1]["document"] == {"text": "noise", "multi_modal": None}
+
+
+def test_rerank_top_n_keeps_the_best_and_raw_values_on_request():
+    body = {"query": "2+2?", "documents": ["3", "4", "5"], "top_n": 1, "use_activation": False}
+    answer, _ = run(vllm_api.rerank, body, [-1.0, 3.0, 0.0])
+    assert answer["results"] == [
+        {"index": 1, "document": {"text": "4", "multi_modal": None}, "relevance_score": 3.0}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"query": "q", "documents": []}, 400),
+        ({"documents": ["a"]}, 400),
+        ({"query": "q", "documents": ["a"], "top_n": -1}, 400),
+        ({"query": "q", "documents": ["a"], "model": "other"}, 404),
+    ],
+)
+def test_rerank_bad_bodies(body, status):
+    assert fails(vllm_api.rerank, body).status == status
