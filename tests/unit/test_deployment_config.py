@@ -263,3 +263,15 @@ def test_batch_cost_is_padded_tokens_with_a_sample_cap_and_lets_a_long_sample_ru
     assert batch_cost(slots(10, 10, 10, 10)) > 1000  # over the sample cap: never fits
     assert batch_cost(slots(5000)) == 1000  # alone, an over-long sample still fits
     assert batch_cost(slots(5000, 1)) > 1000  # but never with company
+
+
+def test_rlreward_serve_reads_the_key_from_a_file_and_never_from_a_missing_one(tmp_path, monkeypatch):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    monkeypatch.delenv("RLREWARD_API_KEY", raising=False)
+    key_file = tmp_path / "rm.token"
+    key_file.write_text("file-key\n")
+    cfg = config_from_args(p.parse_args(["--model", "m", "--api-key-file", str(key_file)]))
+    assert cfg.http.api_key is None and resolve_api_key(cfg.http) == "file-key"
+    with pytest.raises(ValueError, match="no such file"):
+        config_from_args(p.parse_args(["--model", "m", "--api-key-file", str(tmp_path / "absent")]))
