@@ -220,6 +220,8 @@ def timed(
     if not getattr(system, "remote", False):  # the replica's process is not ours to measure
         stats.peak_memory_mib, stats.start_memory_mib = mem.peak_mib, mem.start_mib
         stats.cpu_s = cpu
+    else:  # the replica's own CPU seconds for this run (its stats), not this process'
+        stats.cpu_s = getattr(system, "last_cpu_s", None)
     return stats
 
 
@@ -314,10 +316,12 @@ class ServeSystem:
         return self._replica.stats.remote().result(timeout_s=60)
 
     def run(self, samples: list[dict], progress: Callable[[int], None]) -> tuple[list[float | None], float]:
-        before = self._replica_stats()["batches"]
+        first = self._replica_stats()
+        before = first["batches"]
         results = self.client.score(samples)
         progress(len(samples))
         after = self._replica_stats()
+        self.last_cpu_s = after.get("cpu_s", 0.0) - first.get("cpu_s", 0.0) if "cpu_s" in first else None
         new = after["batches"] - before
         self.last_batches = [b["samples"] for b in after["recent_batches"][-new:]] if new else []
         return [r.score for r in results], 0.0
@@ -361,10 +365,12 @@ class ServeStreamSystem:
             finally:
                 await client.aclose()
 
-        before = self.serve._replica_stats()["batches"]
+        first = self.serve._replica_stats()
+        before = first["batches"]
         results = asyncio.run(go())
         progress(len(samples))
         after = self.serve._replica_stats()
+        self.last_cpu_s = after.get("cpu_s", 0.0) - first.get("cpu_s", 0.0) if "cpu_s" in first else None
         new = after["batches"] - before
         self.last_batches = [b["samples"] for b in after["recent_batches"][-new:]] if new else []
         return [r.score for r in results], 0.0

@@ -60,6 +60,8 @@ def plot_timeline(report: dict[str, Any], requests: list[dict[str, Any]], path: 
                 color="gray",
             )
         a.set_ylabel(label)
+        a.set_ylim(bottom=0)
+        a.yaxis.get_major_locator().set_params(integer=True)
     for s in report.get("steps") or []:
         for a in axes:
             a.axvspan(s["t_start"], s["t_end"], color="gray", alpha=0.12, lw=0)
