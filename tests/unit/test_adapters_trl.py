@@ -88,7 +88,16 @@ def test_images_from_the_column_when_prompt_has_no_image_blocks(tiny_model_dir, 
 
 def test_rejected_sample_is_none_and_neighbours_keep_their_scores(tiny_model_dir, scorer):
     prompts, completions, images = _vlm_batch()
-    completions[1] = [{"role": "assistant", "content": "   "}]  # empty answer: the server rejects it
+    # an image URL under no allow-listed prefix: the server rejects the sample
+    prompts[1] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": "https://example.invalid/a.png"},
+                {"type": "text", "text": "?"},
+            ],
+        }
+    ]
     prompts[2] = [
         {
             "role": "user",
