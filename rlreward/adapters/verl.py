@@ -41,12 +41,17 @@ generation, ``step_done()`` before the update), or scale on load alone.
        +reward.reward_kwargs.url=http://rm:8000
 
    It can also add verl's own rule score for the row's ``data_source`` (``rule_weight``, e.g. geo3k
-   accuracy + format) to the model score: the R1V2 mix with verl's verifiers.
+   accuracy + format) to the model score: the R1V2 mix with verl's verifiers. A rule that cannot run
+   (its package is missing: geo3k's needs ``mathruler``, ``pip install 'rlreward[verl]'``; or verl has
+   no rule for the data source) fails at startup for the data sources of ``data.train_files`` /
+   ``data.val_files`` and of ``rule_data_sources``, and raises on the first row of any other: a rule
+   term is never silently 0.
 
 Options (:class:`VerlRewardOptions`) come from ``reward_kwargs``: the function's
 (``reward.custom_reward_function.reward_kwargs``) or the manager's (``reward.reward_kwargs``).
 
-Neither ever raises into verl. A sample the server rejects, or a call that fails (server down),
+Neither ever raises into verl for a sample (a missing rule package is an installation error, not a
+sample's: it raises). A sample the server rejects, or a call that fails (server down),
 gets ``fallback_score`` in place of the model score and ``rm_error=1.0``; every sample returns the
 same ``reward_extra_info`` keys (verl stacks them by the first sample's keys):
 ``score, rm_score, rm_error, error`` (+ ``accuracy``, ``format`` with those weights, + ``rule`` for
@@ -74,7 +79,14 @@ from rlreward.adapters._common import ClientHolder, ClientSpec, as_list, failed_
 from rlreward.rewards import RewardComposition, RewardParts
 from rlreward.schema import ErrorCode, ScoreResult
 
-__all__ = ["VerlRewardOptions", "compute_score", "sample_from_extra_info", "RLRewardManager"]  # noqa: F822
+__all__ = [  # noqa: F822
+    "RLRewardManager",
+    "RuleUnavailableError",
+    "VerlRewardOptions",
+    "check_rules",
+    "compute_score",
+    "sample_from_extra_info",
+]
 
 log = logging.getLogger("rlreward.adapters.verl")
 
@@ -96,6 +108,11 @@ class VerlRewardOptions(ClientSpec):
     format_weight: float = Field(default=0.0, description="Weight of rlreward's <think> format reward.")
     rule_weight: float = Field(
         default=0.0, description="Manager only: weight of verl's own compute_score for the row's data_source."
+    )
+    rule_data_sources: list[str] = Field(
+        default_factory=list,
+        description="Manager only: data sources whose verl rule is checked at startup (beside those read "
+        "from data.train_files / data.val_files), so a missing rule package fails before training.",
     )
     prompt_key: str = Field(default="prompt", description="extra_info key of the prompt (compute_score).")
     image_key: str = Field(default="images", description="extra_info key of the images (compute_score).")
@@ -319,6 +336,58 @@ async def compute_score(
     return _finish(result, str(solution_str), ground_truth, options)
 
 
+class RuleUnavailableError(RuntimeError):
+    """verl's rule for a data source cannot run here (a package is missing, or verl has none)."""
+
+
+def _rule_unavailable(data_source: Any, exc: BaseException) -> RuleUnavailableError:
+    if isinstance(exc, ImportError):
+        missing = getattr(exc, "name", None) or str(exc)
+        return RuleUnavailableError(
+            f"verl's rule reward for data_source {data_source!r} needs the package {missing!r}, which is not "
+            f"installed ({exc}): pip install 'rlreward[verl]' (it brings mathruler, geo3k's grader), or set "
+            "rule_weight=0"
+        )
+    return RuleUnavailableError(
+        f"verl has no rule reward for data_source {data_source!r} ({exc}); set rule_weight=0"
+    )
+
+
+def _data_sources(config: Any) -> set[str]:
+    """The ``data_source`` values of the run's parquet files (``data.train_files`` / ``val_files``);
+    empty when they cannot be read here (then the first row checks its rule)."""
+    data = config.get("data", None) if hasattr(config, "get") else None
+    files: list[str] = []
+    for key in ("train_files", "val_files"):
+        value = data.get(key, None) if data is not None else None
+        files += [str(f) for f in as_list(_plain(value))] if value else []
+    found: set[str] = set()
+    for f in files:
+        try:
+            import pyarrow.parquet as pq
+
+            column = pq.read_table(f, columns=["data_source"]).column("data_source")
+            found.update(str(v) for v in column.unique().to_pylist())
+        except Exception as exc:  # not parquet, not local, no such column: checked on the first row
+            log.warning("rlreward verl adapter: cannot read data_source from %s (%s)", f, exc)
+    return found
+
+
+def check_rules(compute_score: Any, data_sources: set[str]) -> None:
+    """Run verl's rule once per data source on an empty answer: raise :class:`RuleUnavailableError`
+    when it cannot run at all (missing package, no rule). A rule that merely dislikes the empty
+    answer passes: only the environment is checked here."""
+    if inspect.iscoroutinefunction(compute_score):
+        return
+    for source in sorted(data_sources):
+        try:
+            compute_score(data_source=source, solution_str="", ground_truth="", extra_info={})
+        except (ImportError, NotImplementedError) as exc:
+            raise _rule_unavailable(source, exc) from exc
+        except Exception:
+            pass
+
+
 @lru_cache(maxsize=1)
 def _manager_class() -> type:
     from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
@@ -347,6 +416,9 @@ def _manager_class() -> type:
 
                 self.compute_score = default_compute_score
             self.is_async_rule = inspect.iscoroutinefunction(self.compute_score)
+            if self.options.rule_weight:
+                # Fail now, not as a silent 0 in every row: a rule whose package is missing.
+                check_rules(self.compute_score, set(self.options.rule_data_sources) | _data_sources(config))
             self.holder = _holder(self.options.client_spec())
 
         async def run_single(self, data: Any) -> dict:
@@ -386,6 +458,8 @@ def _manager_class() -> type:
                         None, lambda: self.compute_score(**kwargs)
                     )
                 return float(out["score"] if isinstance(out, dict) else out)
+            except (ImportError, NotImplementedError) as exc:
+                raise _rule_unavailable(kwargs["data_source"], exc) from exc
             except Exception as exc:
                 _log_once(f"verl compute_score failed (rule term set to 0): {type(exc).__name__}: {exc}")
                 return 0.0

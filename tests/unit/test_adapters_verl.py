@@ -323,3 +323,64 @@ def test_manager_messages_carry_video_frames_json_safe():
     video = wired[0]["content"][0]
     assert video["type"] == "video" and video["fps"] == 2.0
     assert all(isinstance(f, str) and f.startswith("data:image/png;base64,") for f in video["video"])
+
+
+@pytest.fixture
+def no_mathruler(monkeypatch):
+    """As if mathruler were not installed: importing it (and verl's geo3k rule) raises ImportError."""
+    import sys
+
+    for mod in ("mathruler", "mathruler.grader"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    import verl.utils.reward_score as rs
+
+    monkeypatch.delitem(sys.modules, "verl.utils.reward_score.geo3k", raising=False)
+    monkeypatch.delattr(rs, "geo3k", raising=False)  # `from . import geo3k` would reuse it
+
+
+GEO3K = "hiyouga/geometry3k"
+
+
+def test_geo3k_rule_runs_with_the_verl_extra_installed():
+    from verl.utils.reward_score import default_compute_score
+
+    vadapter.check_rules(default_compute_score, {GEO3K})  # mathruler is in rlreward[verl]
+    right = default_compute_score(GEO3K, "<think>x</think> \\boxed{4}", "4")
+    assert right > default_compute_score(GEO3K, "<think>x</think> \\boxed{5}", "4")
+
+
+def test_manager_with_a_rule_whose_package_is_missing_fails_at_startup(tiny_model_dir, no_mathruler):
+    from transformers import AutoTokenizer
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    kwargs = {"url": URL, "rule_weight": 1.0, "rule_data_sources": [GEO3K]}
+    with pytest.raises(vadapter.RuleUnavailableError, match="mathruler"):
+        load_reward_manager(_verl_config(tiny_model_dir, kwargs), tok)
+    with pytest.raises(vadapter.RuleUnavailableError, match="no rule reward"):
+        load_reward_manager(_verl_config(tiny_model_dir, {**kwargs, "rule_data_sources": ["my/own"]}), tok)
+    load_reward_manager(_verl_config(tiny_model_dir, {"url": URL}), tok)  # no rule: nothing to check
+
+
+def test_manager_reads_the_data_sources_to_check_from_the_train_files(tiny_model_dir, no_mathruler, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    pq.write_table(pa.table({"data_source": [GEO3K, GEO3K], "x": [1, 2]}), tmp_path / "train.parquet")
+    cfg = _verl_config(tiny_model_dir, {"url": URL, "rule_weight": 1.0})
+    cfg.data = {"train_files": [str(tmp_path / "train.parquet")], "val_files": None}
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    with pytest.raises(vadapter.RuleUnavailableError, match="mathruler"):
+        load_reward_manager(cfg, tok)
+
+
+def test_a_row_whose_rule_cannot_run_raises_instead_of_scoring_0(served, tiny_model_dir, no_mathruler):
+    from transformers import AutoTokenizer
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    manager = load_reward_manager(_verl_config(tiny_model_dir, {"url": URL, "rule_weight": 1.0}), tok)
+    with pytest.raises(vadapter.RuleUnavailableError, match="mathruler"):
+        asyncio.run(manager.run_single(_row(tok, pil_noise(9), "\\boxed{4}", data_source=GEO3K)))
