@@ -2,7 +2,7 @@
 # GRPO of a vision-language policy with OpenRLHF 0.11.x, rewarded by a served Skywork-VL-Reward-7B.
 #
 #   1. Serve the reward model (on its own GPUs, or the same Ray cluster):
-#        rlreward serve --model Skywork/Skywork-VL-Reward-Qwen2.5VL-7B --config configs/skywork-vl-7b.yaml \
+#        rlreward serve --model Skywork/Skywork-VL-Reward-7B --config configs/skywork-vl-7b.yaml \
 #                       --image-root /data/vl   # only for the label form with image *paths*
 #   2. Train (this script), choosing how OpenRLHF reaches the reward:
 #        FORM=agent  (default) --train.agent_func_path agent_func.py: the rollout's own images are scored.
@@ -17,6 +17,9 @@
 # Environment: RLREWARD_URL (server), RLREWARD_API_KEY (if the server wants one), RLREWARD_OPENRLHF
 # (JSON options, e.g. '{"fallback_reward": -1.0, "composition": {"model": 1.0, "accuracy": 1.0}}').
 # They reach OpenRLHF's vLLM actors through the Ray job's runtime_env below.
+# DRY_RUN=1 prints the OpenRLHF arguments (one per line) instead of submitting the job.
+# Needs: pip install rlreward on the trainer nodes (the adapters need only the core install; OpenRLHF
+# itself as its own docs say), and the Ray job CLI.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -45,8 +48,7 @@ print(json.dumps({"env_vars": env}))
 EOF
 )
 
-ray job submit --address="$RAY_ADDRESS" --runtime-env-json="$RUNTIME_ENV" -- \
-  python3 -m openrlhf.cli.train_ppo_ray \
+ARGS=(
     --actor.model_name_or_path "$POLICY" \
     --actor.num_nodes 1 --actor.num_gpus_per_node 8 \
     --ref.num_nodes 1 --ref.num_gpus_per_node 8 \
@@ -61,3 +63,11 @@ ray job submit --address="$RAY_ADDRESS" --runtime-env-json="$RUNTIME_ENV" -- \
     --ds.zero_stage 3 --ds.param_dtype bf16 \
     --train.num_episodes 1 --ckpt.output_dir ./ckpt/grpo_vl_rlreward \
     "${REWARD_ARGS[@]}"
+)
+
+if [[ "${DRY_RUN:-0}" == 1 ]]; then
+  printf '%s\n' "${ARGS[@]}"
+  exit 0
+fi
+ray job submit --address="$RAY_ADDRESS" --runtime-env-json="$RUNTIME_ENV" -- \
+  python3 -m openrlhf.cli.train_ppo_ray "${ARGS[@]}"

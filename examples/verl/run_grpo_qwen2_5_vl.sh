@@ -2,9 +2,11 @@
 # GRPO of Qwen2.5-VL-7B on geo3k with verl 0.9.x, rewarded by a served Skywork-VL-Reward-7B.
 #
 #   1. Serve the reward model (its own GPUs; a separate Ray cluster is fine):
-#        rlreward serve --model Skywork/Skywork-VL-Reward-Qwen2.5VL-7B --config configs/skywork-vl-7b.yaml
-#   2. Prepare geo3k as verl does (examples/data_preprocess/geo3k.py in the verl repo).
-#   3. RLREWARD_URL=http://rm-host:8000 bash examples/verl/run_grpo_qwen2_5_vl.sh
+#        rlreward serve --model Skywork/Skywork-VL-Reward-7B --config configs/skywork-vl-7b.yaml
+#   2. pip install 'rlreward[verl]' on the trainer nodes (verl 0.9.x and mathruler, which verl's geo3k
+#      rule imports; without it the manager refuses to start rather than score the rule 0).
+#   3. Prepare geo3k as verl does (examples/data_preprocess/geo3k.py in the verl repo).
+#   4. RLREWARD_URL=http://rm-host:8000 bash examples/verl/run_grpo_qwen2_5_vl.sh
 #
 # FORM=manager (default): RLRewardManager reads the prompt and the images from each row's raw_prompt;
 #   nothing to change in the data. rlreward_manager.overrides also adds verl's own geo3k rule score
