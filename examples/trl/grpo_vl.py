@@ -72,7 +72,9 @@ def start_local_server(model: str):
     with socket.socket() as s:  # a free port: 8000 may be taken by a server you run yourself
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": always a fresh Ray on this machine, even with RAY_ADDRESS set in the shell
+    # (plain ray.init() would join that cluster and deploy the demo app into it).
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"model": model}), name="rlreward", route_prefix="/")
 
