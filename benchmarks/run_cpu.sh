@@ -31,8 +31,9 @@ $BIN/rlreward bench "${COMMON[@]}" --workload text --samples 32 --completion-tok
   --systems reference,unshared,shared --json "$OUT/cpu-text.json"
 
 
-# The "current defaults" tables of BENCHMARKS.md (CPU budget 1024, padding floor 0.9). Note that since
-# those defaults, the cpu-ppo.json / cpu-text.json runs above measure them too.
+# The defaults runs (no --max-batch-tokens: the CPU default, 1024, and the padding floor 0.9). The
+# recorded cpu-*-defaults.json ran at 16384 (bench missed the CPU default then; fixed in 0ce6b26):
+# each record's `effective.batching` now says which budget ran and why.
 $BIN/rlreward bench "${COMMON[@]}" --workload ppo --samples 32 --image-tokens 256 --completion-tokens 64 \
   --systems reference,unshared,shared --json "$OUT/cpu-ppo-defaults.json"
 $BIN/rlreward bench "${COMMON[@]}" --workload text --samples 32 --completion-tokens 64 \
