@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         handle_client.close()
         http_client.close()
     finally:
-        serve.shutdown()
+        # This driver started the cluster (address="local"): ray.shutdown() stops all of it, Serve
+        # included. serve.shutdown() first would ray.kill the controller under the handle's pending
+        # long-poll and print "(raylet) Task ServeController.listen_for_change failed ..." lines.
         ray.shutdown()
     print(f"done in {time.perf_counter() - t0:.1f}s")
     return 0

@@ -79,7 +79,8 @@ def start_local_server(model: str):
     serve.run(build_app({"model": model}), name="rlreward", route_prefix="/")
 
     def shutdown() -> None:
-        serve.shutdown()
+        # The cluster is this process's own (address="local"): ray.shutdown() stops Serve with it,
+        # without serve.shutdown()'s "(raylet) ... killed by ray.kill" lines.
         ray.shutdown()
 
     return f"http://127.0.0.1:{port}", shutdown

@@ -1,4 +1,5 @@
-"""examples/trl/grpo_vl.py starts its own local Ray even when the shell has ``RAY_ADDRESS`` set
+"""The examples that start their own local Ray, run as a new user runs them. examples/trl/grpo_vl.py
+starts its own local Ray even when the shell has ``RAY_ADDRESS`` set
 (users set it for ``ray job submit``; a bare ``ray.init()`` would try to join that address).
 
 Runs in a subprocess, so its Ray instance is separate from the session cluster of the other
@@ -45,3 +46,17 @@ def test_grpo_vl_local_server_ignores_ray_address(tiny_model_dir):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "SCORED" in proc.stdout
+
+
+def test_demo_runs_and_ends_without_raylet_kill_noise(tiny_model_dir):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples/demo.py"), "--model", tiny_model_dir],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "done in" in proc.stdout
+    out = proc.stdout + proc.stderr
+    assert "(raylet)" not in out and "killed by `ray.kill`" not in out, out[-3000:]
