@@ -3,6 +3,7 @@
 Runs on a CPU in minutes with the tiny checkpoint, which doubles as the policy (loaded as
 ``Qwen2_5_VLForConditionalGeneration``) and as the reward model (served by rlreward)::
 
+    pip install 'rlreward[serve,trl]'   # trl for the trainer; serve for the local server (not with --url)
     rlreward make-tiny .cache/tiny
     python examples/trl/grpo_vl.py --model .cache/tiny --max-steps 2            # starts a local server
     python examples/trl/grpo_vl.py --url http://127.0.0.1:8000 --policy .cache/tiny --max-steps 2
