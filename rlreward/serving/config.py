@@ -315,7 +315,9 @@ class AppConfig(_Model):
     name: str = Field(default=DEFAULT_APP_NAME, description="Serve application name (handles address it).")
     route_prefix: str | None = Field(default="/", description="HTTP route prefix; None = handle access only.")
     model_name: str | None = Field(
-        default=None, description="Model id reported to clients; None = scorer.model as given."
+        default=None,
+        description="Model id reported to clients; None = scorer.model if it is an HF id, else the model "
+        "directory's base name (responses never name server paths).",
     )
     scorer: ScorerConfig = Field(
         description="Model, dtype, device, media policy, limits, and the one batching section "
