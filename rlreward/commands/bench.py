@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
                 remote = getattr(system, "remote", False)
                 stats = timed(system, samples, None if remote else probe, device, name)
                 runs[name].append(stats)
-                print(f"  run {rep + 1}/{args.repeats} {name:<9} {stats.wall_s:7.2f} s", file=sys.stderr)
+                print(f"  run {rep + 1}/{args.repeats} {name:<12} {stats.wall_s:7.2f} s", file=sys.stderr)
     finally:
         probe.remove()
         if served is not None:

@@ -239,16 +239,16 @@ def render_table(report: BenchReport) -> str:
         f"{h['torch_threads']} torch threads, load avg {h['loadavg_start']} -> {h['loadavg_end']}",
         *_effective_lines(report.effective),
         "",
-        f"{'system':<10} {'samples/s':>9} {'tokens/s':>9} {'vs ref':>7} {'pad eff':>7} {'computed':>9} "
+        f"{'system':<12} {'samples/s':>9} {'tokens/s':>9} {'vs ref':>7} {'pad eff':>7} {'computed':>9} "
         f"{'wall s':>7} {'cpu s':>7} {'prep/vis/lm/other s':>21} {'peak MiB':>9} {'max|Δ| ref':>10} {'MFU':>6}  status",
     ]
     for r in report.systems.values():
         if r.status == "skipped":
-            lines.append(f"{r.system:<10} skipped: {r.reason}")
+            lines.append(f"{r.system:<12} skipped: {r.reason}")
             continue
         split = "/".join(_fmt(x, ".1f") for x in (r.preprocess_s, r.vision_s, r.language_s, r.other_s))
         lines.append(
-            f"{r.system:<10} {_fmt(r.samples_per_s, '9.2f')} {_fmt(r.tokens_per_s, '9.0f')} "
+            f"{r.system:<12} {_fmt(r.samples_per_s, '9.2f')} {_fmt(r.tokens_per_s, '9.0f')} "
             f"{_fmt(r.speedup_vs_reference, '6.2f') + 'x' if r.speedup_vs_reference else '      -'} {_fmt(r.padding_efficiency, '7.3f')} "
             f"{_fmt(r.computed_tokens, '9,d')} {_fmt(r.wall_s, '7.2f')} {_fmt(r.cpu_s, '7.2f')} {split:>21} "
             f"{_fmt(r.peak_memory_mib, '9.0f')} "
