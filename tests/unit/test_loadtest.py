@@ -254,3 +254,16 @@ def test_the_step_done_hint_starts_a_new_step_in_the_trace(tmp_path):
     client.step_done()
     client.score([{"prompt": "a", "response": "d"}])
     assert [r["step"] for r in _records(path)[1:]] == [0, 0, 1]
+
+
+def test_record_trace_survives_pickling_and_comes_from_the_adapters_client_spec(tmp_path):
+    import pickle
+
+    from rlreward.adapters._common import ClientSpec
+
+    path = tmp_path / "spec.jsonl"
+    client = ClientSpec(url="http://rm:8000", record_trace=str(path)).build_sync()
+    assert client.record_trace == str(path) and client._trace is TraceRecorder.for_path(path)
+    clone = pickle.loads(pickle.dumps(client))  # a trainer worker's copy appends to the same trace
+    assert clone._trace is TraceRecorder.for_path(path)
+    assert ClientSpec(url="http://rm:8000").build_sync()._trace is None  # off by default
