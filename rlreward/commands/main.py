@@ -1,4 +1,4 @@
-"""``rlreward`` command line: ``make-tiny``, ``score``, ``serve``, ``bench``, ``tune``, ``eval``.
+"""``rlreward`` command line: ``make-tiny``, ``score``, ``serve``, ``bench``, ``tune``, ``loadtest``, ``eval``.
 
 Each command is one module of :mod:`rlreward.commands` exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; only the chosen command's module is imported, so ``rlreward --help`` and the
