@@ -295,6 +295,40 @@ def processor_bounds(image_processor: Any) -> tuple[int | None, int | None]:
     return get("shortest_edge"), get("longest_edge")
 
 
+def _check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
+    """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
+
+    The first resize honours the item's ``min_pixels``/``resized_height``/``resized_width``, and
+    they can *enlarge* an image: ``min_pixels: 1e15`` would be a memory bomb. The area it would
+    produce (qwen-vl-utils' own ``smart_resize``, for an image of known size; the keys alone for a
+    video) must be at most ``limits.max_image_pixels``, like any decoded image.
+    Raises :class:`SampleError`: ``image_too_large``, or ``bad_content`` for keys qwen-vl-utils refuses.
+    """
+    from qwen_vl_utils import vision_process as vp
+
+    cap = limits.max_image_pixels
+    factor = 14 * vp.SPATIAL_MERGE_SIZE
+    if "resized_height" in item and "resized_width" in item:
+        h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
+        area, why = h * w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
+    elif width is not None and height is not None:
+        lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
+        hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
+        if lo > hi:
+            raise SampleError(
+                ErrorCode.BAD_CONTENT, f"min_pixels {lo} is above max_pixels {hi} (qwen-vl-utils' default)"
+            )
+        h, w = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+        area, why = h * w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
+    else:
+        area, why = item.get("min_pixels", 0), f"min_pixels {item.get('min_pixels')}"
+    if area > cap:
+        raise SampleError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"{why} would be resized to {area} pixels, over the limit of {cap} (limits.max_image_pixels)",
+        )
+
+
 class Preprocessor:
     """Turns samples into :class:`PreparedSample` for one loaded model.
 
@@ -348,6 +382,7 @@ class Preprocessor:
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
                     loaded = load_image(item["image"], cfg.media, limits, budget)
+                    _check_item_resize(item, loaded.image.width, loaded.image.height, limits)
                     # Vision reuse keys on the pixels the model sees: the same file resized under
                     # other per-item keys is another image.
                     keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
@@ -367,6 +402,7 @@ class Preprocessor:
         extra = {k: v for k, v in item.items() if k not in ("type", "video")}
         if cfg.video_max_pixels is not None and "max_pixels" not in extra:
             extra["max_pixels"] = cfg.video_max_pixels  # the named deviation
+        _check_item_resize(extra, None, None, limits)
         if isinstance(ref, list):
             if len(ref) > limits.max_video_frames:
                 raise SampleError(

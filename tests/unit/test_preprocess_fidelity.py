@@ -320,3 +320,31 @@ def test_long_video_decodes_only_sampled_frames(tiny_model_dir, tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["ok"], got
     assert got["grow_kb"] < 300 * 1024, got
+
+
+def test_per_item_keys_cannot_enlarge_an_image_past_the_pixel_limit(checkpoints, media):
+    """Per-item keys are honoured, but an enlargement past ``limits.max_image_pixels`` (a memory bomb
+    such as ``min_pixels: 1e15``) is refused before qwen-vl-utils allocates it."""
+    scorer = scorer_for(checkpoints["default"], media)
+    frames = [str(media / f"f{k}.png") for k in range(3)]
+
+    def conv(item):
+        return {"messages": [_user(item, _text("?")), {"role": "assistant", "content": "x"}]}
+
+    r = scorer.score(
+        [
+            conv(_img(media / "small.png", min_pixels=10**15, max_pixels=10**18)),
+            # qwen-vl-utils snaps resized_* within its default max (12.8 Mpx): bounded, then too many tokens
+            conv(_img(media / "small.png", resized_height=100_000, resized_width=100_000)),
+            conv({"type": "video", "video": frames, "min_pixels": 10**12, "max_pixels": 10**13}),
+            conv({"type": "video", "video": str(media / "clip.mp4"), "nframes": 4, "min_pixels": 10**12}),
+            conv(_img(media / "small.png", min_pixels=10**15)),  # above qwen-vl-utils' default max
+            conv(_img(media / "small.png", min_pixels=1_000_000, max_pixels=2_000_000)),  # allowed, bounded
+        ]
+    )
+    codes = [x.error.code if x.error else "ok" for x in r]
+    assert codes == ["image_too_large", "too_many_tokens", "image_too_large", "image_too_large"] + [
+        "bad_content",
+        "ok",
+    ], r
+    assert "limits.max_image_pixels" in r[0].error.message
