@@ -286,7 +286,7 @@ def test_ties_errors_and_missing_images_are_counted_as_documented(tmp_path, scor
             "chosen": "+",
             "rejected": "",
             "category": "y",
-        },  # empty rejected answer: that sample is invalid
+        },  # empty rejected answer: scored as the card's template renders it
     ]
     path = data / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -295,21 +295,21 @@ def test_ties_errors_and_missing_images_are_counted_as_documented(tmp_path, scor
     outcomes = score_pairs(pairs, CountScorer(scorer))
     report = build_report(outcomes, dataset=str(path), fmt=fmt, model="count", bootstrap=100)
 
-    assert report.pairs == 6 and report.correct == 1 and report.ties == 1 and report.errors == 4
+    assert report.pairs == 6 and report.correct == 2 and report.ties == 1 and report.errors == 3
     errs = {e.id: (e.side, e.code) for e in report.error_list}
     assert errs == {
         "missing": ("both", "image_not_found"),
         "outside": ("both", "path_not_allowed"),
         "malformed": ("record", "invalid_sample"),
-        "b64": ("rejected", "missing_assistant_turn"),
     }
     cats = {c.name: c for c in report.categories}
     assert (cats["x"].pairs, cats["x"].correct, cats["x"].ties, cats["x"].errors) == (2, 1, 1, 0)
-    assert (cats["y"].pairs, cats["y"].correct, cats["y"].errors) == (4, 0, 4)
+    assert (cats["y"].pairs, cats["y"].correct, cats["y"].errors) == (4, 1, 3)
     assert cats["x"].accuracy.value == pytest.approx(50.0)
-    assert cats["y"].accuracy.value == 0.0 and cats["y"].accuracy_scored is None
-    assert report.overall.value == pytest.approx(100 / 6, abs=1e-3)  # errors stay in the denominator
-    assert report.macro.value == pytest.approx(25.0)
+    assert cats["y"].accuracy.value == pytest.approx(25.0)
+    assert cats["y"].accuracy_scored == pytest.approx(100.0)  # errors left out
+    assert report.overall.value == pytest.approx(200 / 6, abs=1e-3)  # errors stay in the denominator
+    assert report.macro.value == pytest.approx(37.5)
 
 
 def test_parquet_with_hf_style_image_dicts_scores_like_the_jsonl_with_paths(tmp_path, scorer):
