@@ -96,6 +96,13 @@ def _check_path_syntax(ref: str) -> None:
     """A reference that cannot name a file at all (the OS would raise) gets ``invalid_image_ref``."""
     if "\x00" in ref:
         raise SampleError(ErrorCode.INVALID_IMAGE_REF, "image path contains a NUL byte")
+    try:
+        os.fsencode(ref)
+    except UnicodeEncodeError as exc:
+        raise SampleError(
+            ErrorCode.INVALID_IMAGE_REF,
+            f"image path has a character no file name can hold ({ref[exc.start]!r} at {exc.start})",
+        ) from None
     raw = ref.encode("utf-8", "surrogatepass")
     if len(raw) > _PATH_MAX:
         raise SampleError(

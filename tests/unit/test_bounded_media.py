@@ -301,6 +301,7 @@ def _hostile(root) -> dict[str, tuple[dict, str]]:
         "lone_surrogate_in_prompt": ({"prompt": "look \ud800 here", "response": "x"}, "invalid_text"),
         "lone_surrogate_in_answer": ({"prompt": "q", "response": "x \udfff"}, "invalid_text"),
         "nul_byte_in_path": (_img_sample(str(root / "ok\x00.png")), "invalid_image_ref"),
+        "lone_surrogate_in_path": (_img_sample(str(root / "ok\ud800.png")), "invalid_image_ref"),
         "over_long_file_name": (_img_sample(str(root / ("a" * 300 + ".png"))), "invalid_image_ref"),
         "over_long_path": (_img_sample("/".join(["dir"] * 1500) + ".png"), "invalid_image_ref"),
         "truncated_base64": (_img_sample(good_b64[:-3]), "image_decode_error"),
