@@ -30,6 +30,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,31 @@ class PixelBudget:
     """Decoded pixels one sample may still spend, charged from each image header before decoding.
 
     One budget per sample (``Limits.max_sample_pixels``): the decoded images of a sample are held
-    together until the resize, so their sum, not each one, is what a request costs.
+    together until the resize, so their sum, not each one, is what a request costs. When
+    ``tokens_left`` is set (``Limits.max_tokens``), the visual tokens each image will become (known
+    from its size alone) are charged too, so a sample whose images alone exceed the token limit is
+    refused before they are decoded and resized, not after the processor's work.
     """
 
     left: int
+    tokens_left: int | None = None
 
     @classmethod
-    def for_sample(cls, limits: Limits) -> PixelBudget:
-        return cls(left=limits.max_sample_pixels)
+    def for_sample(
+        cls, limits: Limits, *, count_tokens: bool = False, reserved_tokens: int = 0
+    ) -> PixelBudget:
+        """A sample's budget; ``reserved_tokens`` are tokens the sample will have whatever its images."""
+        tokens = limits.max_tokens - reserved_tokens if count_tokens else None
+        return cls(left=limits.max_sample_pixels, tokens_left=tokens)
 
-    def charge(self, width: int, height: int, limits: Limits) -> None:
+    def charge(self, width: int, height: int, limits: Limits, tokens: int = 0) -> None:
+        if self.tokens_left is not None and tokens > self.tokens_left:
+            raise SampleError(
+                ErrorCode.TOO_MANY_TOKENS,
+                f"the sample's images alone come to more than {limits.max_tokens} visual tokens "
+                f"(limits.max_tokens; this {width}x{height} image becomes {tokens}, {self.tokens_left} are "
+                "left), known from the image headers before decoding; send smaller images or lower max_pixels",
+            )
         n = width * height
         if n > self.left:
             raise SampleError(
@@ -77,6 +93,8 @@ class PixelBudget:
                 "send fewer or smaller images",
             )
         self.left -= n
+        if self.tokens_left is not None:
+            self.tokens_left -= tokens
 
 
 @dataclass(frozen=True)
@@ -358,18 +376,25 @@ def _check_geometry(width: int, height: int, limits: Limits) -> None:
 
 
 def load_image(
-    ref: Any, policy: MediaPolicy, limits: Limits, budget: PixelBudget | None = None
+    ref: Any,
+    policy: MediaPolicy,
+    limits: Limits,
+    budget: PixelBudget | None = None,
+    visual_tokens: Callable[[int, int], int] | None = None,
 ) -> LoadedImage:
     """Resolve, check and decode one image reference to an RGB PIL image.
 
-    ``budget`` is the sample's :class:`PixelBudget`; the image's pixels are charged to it from the
-    header, before decoding. Raises :class:`SampleError`.
+    ``budget`` is the sample's :class:`PixelBudget`; the image's pixels (and, with
+    ``visual_tokens(width, height)``, its visual tokens) are charged to it from the header, before
+    decoding. Raises :class:`SampleError`.
     """
     src = read_bytes(ref, policy, limits)
     if isinstance(src, Image.Image):
         _check_geometry(src.width, src.height, limits)
         if budget is not None:
-            budget.charge(src.width, src.height, limits)
+            budget.charge(
+                src.width, src.height, limits, visual_tokens(src.width, src.height) if visual_tokens else 0
+            )
         img = src
         digest_src = img.tobytes() + f"{img.mode}{img.size}".encode()
     else:
@@ -386,7 +411,8 @@ def load_image(
                 img = Image.open(io.BytesIO(src))
                 _check_geometry(img.width, img.height, limits)
                 if budget is not None:
-                    budget.charge(img.width, img.height, limits)
+                    tokens = visual_tokens(img.width, img.height) if visual_tokens else 0
+                    budget.charge(img.width, img.height, limits, tokens)
                 img.load()
         except SampleError:
             raise
@@ -496,7 +522,9 @@ def check_video_file(path: Path, item: dict, limits: Limits) -> VideoInfo:
 
     info = probe_video(path)
     if info.frames < 2:
-        raise SampleError(ErrorCode.VIDEO_ERROR, f"video {path.name} has {info.frames} frame(s); at least 2 are needed")
+        raise SampleError(
+            ErrorCode.VIDEO_ERROR, f"video {path.name} has {info.frames} frame(s); at least 2 are needed"
+        )
     _check_geometry(info.width, info.height, limits)
     if info.seconds > limits.max_video_seconds:
         raise SampleError(

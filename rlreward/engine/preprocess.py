@@ -360,12 +360,40 @@ class Preprocessor:
                 )
             ip.size = SizeDict(shortest_edge=lo, longest_edge=hi)
 
+    def image_tokens(self, item: dict, width: int, height: int) -> int:
+        """The tokens a ``width`` x ``height`` image item becomes (its visual tokens, and the
+        ``<|vision_start|>``/``<|vision_end|>`` around them), from its size alone: the
+        recipe's two resizes computed, not performed (qwen-vl-utils' ``smart_resize`` with the item's
+        keys or its defaults, as ``fetch_image`` does, then the processor's with its bounds), so the
+        token limit can be checked before the image is decoded. 0 when unknown (no image processor,
+        or keys the resize refuses: those fail later with their own code)."""
+        from qwen_vl_utils import vision_process as vp
+
+        ip = getattr(self.processor, "image_processor", None)
+        patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
+        lo2, hi2 = processor_bounds(ip) if ip is not None else (None, None)
+        if not (isinstance(patch, int) and isinstance(merge, int) and lo2 and hi2):
+            return 0
+        factor = 14 * vp.SPATIAL_MERGE_SIZE
+        try:
+            if "resized_height" in item and "resized_width" in item:
+                h1, w1 = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
+            else:
+                lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
+                hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
+                h1, w1 = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+            h2, w2 = vp.smart_resize(h1, w1, factor=patch * merge, min_pixels=lo2, max_pixels=hi2)
+        except Exception:
+            return 0
+        return (h2 // (patch * merge)) * (w2 // (patch * merge)) + 2
+
     def _vision_items(self, messages: list[dict]) -> tuple[list[dict], list[str]]:
         """Decode every image/video ref in place (on a copy) and attach the resize bounds."""
         cfg, limits = self.config, self.config.limits
         digests: list[str] = []
         n_images = 0
-        budget = PixelBudget.for_sample(limits)
+        # Every rendered sample has at least <|im_start|>/<|im_end|> around a user and an assistant turn.
+        budget = PixelBudget.for_sample(limits, count_tokens=True, reserved_tokens=4)
         out = []
         for msg in messages:
             content = msg["content"]
@@ -381,7 +409,13 @@ class Preprocessor:
                             ErrorCode.TOO_MANY_IMAGES,
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
-                    loaded = load_image(item["image"], cfg.media, limits, budget)
+                    loaded = load_image(
+                        item["image"],
+                        cfg.media,
+                        limits,
+                        budget,
+                        lambda w, h, it=item: self.image_tokens(it, w, h),
+                    )
                     _check_item_resize(item, loaded.image.width, loaded.image.height, limits)
                     # Vision reuse keys on the pixels the model sees: the same file resized under
                     # other per-item keys is another image.

@@ -345,3 +345,55 @@ def test_text_under_max_text_chars_is_scored(bounded_scorer):
     # 400 tokens x 8 = 3,200 characters allowed; the check in characters refuses nothing that fits.
     [r] = bounded_scorer.score([{"prompt": "hello " * 50, "response": "x"}])
     assert r.ok, r.error
+
+
+# --- visual tokens known from the header, before decoding -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size, keys",
+    [
+        ((64, 48), {}),
+        ((1000, 700), {}),
+        ((2000, 30), {}),
+        ((640, 480), {"min_pixels": 200_000, "max_pixels": 400_000}),
+        ((640, 480), {"max_pixels": 50_000}),
+        ((640, 480), {"resized_height": 300, "resized_width": 500}),
+    ],
+)
+@pytest.mark.parametrize("max_pixels", [None, 100_000])
+def test_image_tokens_from_the_size_equal_what_the_processor_makes(tiny_model_dir, size, keys, max_pixels):
+    s = _token_scorer(tiny_model_dir, max_pixels)
+    item = {"type": "image", "image": png_bytes("red", size), **keys}
+    sample = {"messages": [{"role": "user", "content": [item, "?"]}, {"role": "assistant", "content": "x"}]}
+    prepared = s.prepare(sample)
+    assert not hasattr(prepared, "error"), prepared
+    merge = s.preprocessor.processor.image_processor.merge_size
+    made = int(prepared.image_grid_thw.prod(-1).sum()) // merge**2 + 2
+    assert s.preprocessor.image_tokens(item, *size) == made
+
+
+_TOKEN_SCORERS: dict = {}
+
+
+def _token_scorer(model: str, max_pixels: int | None) -> Scorer:
+    if max_pixels not in _TOKEN_SCORERS:
+        _TOKEN_SCORERS[max_pixels] = Scorer.from_pretrained(
+            model, dtype="float32", device="cpu", max_pixels=max_pixels
+        )
+    return _TOKEN_SCORERS[max_pixels]
+
+
+def test_images_over_the_token_limit_are_refused_before_decoding(tiny_model_dir, monkeypatch):
+    from PIL import Image
+
+    s = _token_scorer(tiny_model_dir, None)
+    # 4 x 2000x2000 at the checkpoint's bounds: ~5,100 visual tokens each, over 16,384 together.
+    big = png_bytes("red", (2000, 2000))
+    decoded = set()
+    real_load = Image.Image.load  # PIL's decoders end in this (ImageFile.load calls it)
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.add(id(self)) or real_load(self))
+    [r] = s.score([{"prompt": "q", "response": "x", "images": [big] * 4}])
+    assert r.error is not None and r.error.code == "too_many_tokens", r
+    assert "before decoding" in r.error.message
+    assert len(decoded) == 3  # the fourth image's header was read, its pixels never decoded

@@ -5,7 +5,8 @@ weights and the processor paths are warm), then scores each hostile sample and r
 peak RSS (``ru_maxrss``, a high-water mark) rose above the baseline, and how long it took. The cases
 run in increasing order of what they would cost unbounded; a case that paid its cost would push the
 peak up by hundreds of MB (measured before the bounds, same machine: the 8000x8000 PNG +1287 MB in
-2.0 s, the 1.2 GB file +1200 MB in 4.3 s, 1 M characters of text +394 MB in 11.2 s).
+2.0 s, the 1.2 GB file +1200 MB in 4.3 s, 1 M characters of text +394 MB in 11.2 s; the 5600x5600
+PNG, decoded and run through the processor before its visual tokens were known, +1014 MB).
 
 Bounds are generous on purpose (64 MB of RSS: allocator noise and lazily-imported code stay far
 under it; 20 s: a refused sample takes milliseconds, so a loaded machine cannot reach it).
@@ -86,6 +87,7 @@ def measured(tiny_model_dir, tmp_path_factory) -> dict:
     bomb = _bomb_png(8000, 8000)
     assert 150_000 < len(bomb) < 250_000  # ~197 KB, as in the issue
     (root / "bomb.png").write_bytes(bomb)
+    (root / "large.png").write_bytes(_bomb_png(5600, 5600))  # 31 Mpx: under max_image_pixels
     big = root / "big.png"
     with big.open("wb") as f:
         f.truncate(1_200 * 1024 * 1024)  # 1.2 GB, sparse
@@ -94,6 +96,7 @@ def measured(tiny_model_dir, tmp_path_factory) -> dict:
         "long_text_2mb": {"kind": "text", "chars": 2_000_000},
         "long_text_1m": {"kind": "text", "chars": 1_000_000},
         "bomb_png_8000x8000": {"kind": "image_b64", "file": str(root / "bomb.png")},
+        "large_png_5600x5600": {"kind": "image_b64", "file": str(root / "large.png")},
         "oversized_file_1_2gb": {"kind": "image_path", "path": str(big)},
     }
     cases_path = root / "cases.json"
@@ -119,6 +122,8 @@ def measured(tiny_model_dir, tmp_path_factory) -> dict:
         ("long_text_2mb", "too_many_tokens"),
         ("long_text_1m", "too_many_tokens"),
         ("bomb_png_8000x8000", "image_too_large"),
+        # Allowed pixels, but 16,386 tokens at the checkpoint's bounds: refused from the header.
+        ("large_png_5600x5600", "too_many_tokens"),
         ("oversized_file_1_2gb", "image_too_large"),
     ],
 )
