@@ -106,8 +106,8 @@ SAMPLES: dict[str, object] = {
             {"type": "text", "text": "q"},
         ]
     ),
-    # Per-item min_pixels/max_pixels are not capped by the server's limits yet: the request held a
-    # replica for more than 120 s here (preprocessing/media own the fix; see issue 11 item 3).
+    # Per-item min_pixels/max_pixels far above the server's limits: refused from the header
+    # (image_too_large), never resized (it once held a replica for more than 120 s).
     "absurd max_pixels": _chat(
         [
             {"type": "image", "image": IMG, "min_pixels": 10**15, "max_pixels": 10**18},
@@ -157,23 +157,7 @@ def test_the_corpus_has_at_least_40_kinds():
     assert len(SAMPLES) >= 40
 
 
-_KNOWN_HOLDS = {"absurd max_pixels"}
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            k,
-            marks=pytest.mark.xfail(
-                run=False, reason="holds the replica >120 s: per-item pixel bounds are not capped yet"
-            ),
-        )
-        if k in _KNOWN_HOLDS
-        else k
-        for k in SAMPLES
-    ],
-)
+@pytest.mark.parametrize("kind", list(SAMPLES))
 def test_hostile_sample_gets_its_own_clear_error_and_neighbours_keep_their_scores(http, alone, kind):
     good = _good_json()
     r = _post(http, [good[0], SAMPLES[kind], good[1]])
