@@ -1,8 +1,9 @@
 """Autoscaling on real Ray Serve: sustained load takes the app from 1 to 2 replicas, idleness back to 1.
 
 The app scales on the replicas' sample backlog (``record_autoscaling_stats`` +
-``SampleBacklogPolicy``); metrics are pushed every 0.5 s (see conftest). No exact counts inside
-fixed windows: conditions are awaited with generous limits.
+``SampleBacklogPolicy``); Ray 2.60 pushes metrics every ``metrics_interval_s`` (10 s), so a
+scale-up takes tens of seconds here. No exact counts inside fixed windows: conditions are awaited
+with generous limits.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from rlreward.client import RewardClient
 from tests.integration.conftest import wait_for
 
 
-# A short look-back (2 s) is what makes this test take seconds; Serve warns it is below the
-# deprecated metrics_interval_s (10 s), which no longer drives the push interval (env vars do).
+# A short look-back (2 s) keeps the window to the latest pushes; Serve warns it is below the
+# deprecated metrics_interval_s (10 s), which in Ray 2.60 still sets the push interval.
 @pytest.mark.filterwarnings("ignore:`look_back_period_s`:FutureWarning")
 def test_sustained_load_scales_1_to_2_and_idle_scales_back_to_1(deploy_app):
     app = deploy_app(
