@@ -160,6 +160,26 @@ class ClientHolder:
             return entry[1]
 
 
+_SHARED: dict[str, ClientHolder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_holder(spec: ClientSpec) -> ClientHolder:
+    """One :class:`ClientHolder` per connection in this process, for adapters that trainers call as
+    plain functions (OpenRLHF's ``reward_func``, verl's ``compute_score``).
+
+    The key is the spec *and* the address the environment gives it (``$RLREWARD_URL``,
+    ``$RLREWARD_APP_NAME``, ``$RLREWARD_API_KEY``): a spec without an address follows the
+    environment instead of keeping a client built for an earlier one.
+    """
+    env = [os.environ.get(name, "") for name in (ENV_URL, ENV_APP, ENV_API_KEY)]
+    key = spec.model_dump_json() + "\0" + "\0".join(env)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = ClientHolder(spec)
+        return _SHARED[key]
+
+
 async def score_async(holder: ClientHolder, samples: list[dict]) -> list[ScoreResult]:
     """Score through the loop's client; a sync client runs in a worker thread."""
     if not samples:

@@ -54,7 +54,6 @@ import logging
 import math
 import os
 import re
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +68,7 @@ from rlreward.adapters._common import (
     failed_all,
     score_async,
     score_sync,
+    shared_holder,
     wire_image,
 )
 from rlreward.rewards import RewardComposition, accuracy_reward
@@ -373,16 +373,8 @@ async def get_reward_endpoint(
 
 
 # -- python-file form ---------------------------------------------------------------------------------
-_HOLDERS: dict[str, ClientHolder] = {}
-_HOLDERS_LOCK = threading.Lock()
-
-
 def _holder(options: OpenRLHFOptions) -> ClientHolder:
-    key = options.client_spec().model_dump_json()
-    with _HOLDERS_LOCK:
-        if key not in _HOLDERS:
-            _HOLDERS[key] = ClientHolder(options.client_spec())
-        return _HOLDERS[key]
+    return shared_holder(options.client_spec())
 
 
 def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any) -> dict[str, Any]:

@@ -68,14 +68,21 @@ import asyncio
 import inspect
 import logging
 import re
-import threading
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from pydantic import Field, ValidationError
 
-from rlreward.adapters._common import ClientHolder, ClientSpec, as_list, failed_all, score_async, wire_image
+from rlreward.adapters._common import (
+    ClientHolder,
+    ClientSpec,
+    as_list,
+    failed_all,
+    score_async,
+    shared_holder,
+    wire_image,
+)
 from rlreward.rewards import RewardComposition, RewardParts
 from rlreward.schema import ErrorCode, ScoreResult
 
@@ -138,17 +145,11 @@ def _plain(value: Any) -> Any:
 
 
 # One holder per distinct client recipe per process: clients are reused across samples and calls.
-_HOLDERS: dict[str, ClientHolder] = {}
-_HOLDERS_LOCK = threading.Lock()
 _LOGGED: set[str] = set()
 
 
 def _holder(spec: ClientSpec) -> ClientHolder:
-    key = spec.model_dump_json()
-    with _HOLDERS_LOCK:
-        if key not in _HOLDERS:
-            _HOLDERS[key] = ClientHolder(spec)
-        return _HOLDERS[key]
+    return shared_holder(spec)
 
 
 def _log_once(msg: str) -> None:

@@ -25,7 +25,8 @@ QUESTION = "Find x."
 ROWS = [  # (image seed, response, ground truth)
     (40, "#### 4", "4"),
     (41, "#### 5", "4"),
-    (41, "", "4"),  # an empty response: the server rejects it
+    # a response over the server's text limit (limits.max_text_chars, 131,072 by default): rejected
+    (41, "x " * 70_000, "4"),
 ]
 
 
@@ -160,7 +161,7 @@ def test_reward_loop_worker_scores_images_through_rlreward(serve_app, tiny_model
     assert set(stacked) == set(infos[0]) and all(set(i) == set(infos[0]) for i in infos)
     assert stacked["rm_error"].tolist() == [0.0, 0.0, 1.0]
     assert stacked["rm_score"][:2].tolist() == pytest.approx(model, abs=1e-5)  # the images reached the server
-    assert stacked["error"][2].startswith("missing_assistant_turn")
+    assert stacked["error"][2].startswith("too_many_tokens")
     if form == "manager":  # + verl's own gsm8k rule (weight 1 in the shipped overrides)
         assert stacked["rule"].tolist() == [1.0, 0.0, 0.0]
         assert scores == pytest.approx([model[0] + 1.0, model[1], 0.0], abs=1e-5)

@@ -161,3 +161,16 @@ def test_as_list_flattens_numpy_arrays_from_parquet():
 
     assert as_list(np.array(["a", "b"], dtype=object)) == ["a", "b"]
     assert as_list(None) == [] and as_list("x") == ["x"] and as_list(("a",)) == ["a"]
+
+
+def test_shared_holder_follows_the_environment_address(monkeypatch):
+    from rlreward.adapters._common import ClientSpec, shared_holder
+
+    spec = ClientSpec()  # no address: $RLREWARD_URL decides
+    monkeypatch.setenv("RLREWARD_URL", "http://127.0.0.1:1")
+    first = shared_holder(spec)
+    assert shared_holder(ClientSpec()) is first  # same connection, same holder
+    monkeypatch.setenv("RLREWARD_URL", "http://127.0.0.1:2")
+    second = shared_holder(spec)
+    assert second is not first
+    assert second.spec._kwargs()["url"] == "http://127.0.0.1:2"

@@ -187,18 +187,14 @@ def test_reward_func_file_form_with_a_sync_client(processor, tiny_model_dir, sco
     monkeypatch.setenv(
         "RLREWARD_OPENRLHF", json.dumps({"url": "http://rm.test:8000", "fallback_reward": -3.0})
     )
-    options = OpenRLHFOptions.from_env()
-    monkeypatch.setitem(
-        orl._HOLDERS,
-        options.client_spec().model_dump_json(),
-        ClientHolder(factory=LocalFactory(tiny_model_dir)),
-    )
+    local, asked = ClientHolder(factory=LocalFactory(tiny_model_dir)), []
+    monkeypatch.setattr(orl, "_holder", lambda opts: asked.append(opts) or local)
     query, prompt = openrlhf_query(processor, pil_noise(2), "A square.")
     out = orl.reward_func([query], [prompt], [{"images": [data_uri("green")]}])
     assert out["rewards"] == pytest.approx([_expected(scorer, data_uri("green"), "A square.")], abs=1e-6)
-    monkeypatch.setitem(
-        orl._HOLDERS, options.client_spec().model_dump_json(), ClientHolder(factory=dead_factory)
-    )
+    assert asked == [OpenRLHFOptions.from_env()] and asked[0].url == "http://rm.test:8000"
+    dead = ClientHolder(factory=dead_factory)
+    monkeypatch.setattr(orl, "_holder", lambda opts: dead)
     down = orl.reward_func([query], [prompt], [{"images": [data_uri("green")]}])
     assert down["rewards"] == [-3.0] and down["extra_logs"]["rm_error"] == [1.0]
 

@@ -10,7 +10,7 @@ import pytest
 
 from rlreward.adapters import verl as vadapter
 from rlreward.adapters._common import ClientHolder
-from rlreward.adapters.verl import VerlRewardOptions, compute_score
+from rlreward.adapters.verl import compute_score
 from tests.conftest import noise_png
 from tests.unit.test_adapters_common import LocalFactory, dead_factory, pil_noise
 
@@ -21,8 +21,8 @@ BASE_KEYS = {"score", "rm_score", "rm_error", "error"}
 @pytest.fixture
 def served(tiny_model_dir, monkeypatch):
     """Route the adapter's client for URL to the in-process scorer."""
-    key = VerlRewardOptions(url=URL).client_spec().model_dump_json()
-    monkeypatch.setitem(vadapter._HOLDERS, key, ClientHolder(factory=LocalFactory(tiny_model_dir)))
+    holder = ClientHolder(factory=LocalFactory(tiny_model_dir))
+    monkeypatch.setattr(vadapter, "_holder", lambda spec: holder)
 
 
 def _call(**kwargs):
@@ -101,11 +101,8 @@ def test_failures_never_raise_and_keep_the_same_keys(served, monkeypatch):
         **weights,
     )
     typo = _call(data_source="d", solution_str="x", ground_truth="3", ulr=URL, extra_info={"prompt": "hi"})
-    monkeypatch.setitem(
-        vadapter._HOLDERS,
-        VerlRewardOptions(url=URL).client_spec().model_dump_json(),
-        ClientHolder(factory=dead_factory),
-    )
+    dead = ClientHolder(factory=dead_factory)
+    monkeypatch.setattr(vadapter, "_holder", lambda spec: dead)
     down = _call(
         data_source="d",
         solution_str="\\boxed{3}",
