@@ -132,7 +132,10 @@ def trial(path: str, model: str | None) -> dict[str, Any]:
         asked, running = _wait(app, dep)
     elif path == "external":
         serve.run(
-            Light.options(num_replicas=1).bind(), name=app, route_prefix=f"/{app}", external_scaler_enabled=True
+            Light.options(num_replicas=1).bind(),
+            name=app,
+            route_prefix=f"/{app}",
+            external_scaler_enabled=True,
         )
         from ray.serve._private.api import _get_global_client
         from ray.serve._private.common import DeploymentID
