@@ -38,7 +38,7 @@ from rlreward.engine.batching import (
 from rlreward.engine.config import ScorerConfig, resolve_device_defaults
 from rlreward.engine.head import ValueHead, load_value_head, resolve_head_file
 from rlreward.engine.media import VIDEO_READER
-from rlreward.engine.preprocess import PreparedSample, Preprocessor, processor_bounds
+from rlreward.engine.preprocess import VIDEO_ITEM_KEYS, PreparedSample, Preprocessor, processor_bounds
 from rlreward.schema import ErrorCode, SampleError, ScoreResult
 
 log = logging.getLogger("rlreward")
@@ -294,19 +294,7 @@ class Scorer:
                         "fps": vp.FPS,
                         "min_frames": vp.FPS_MIN_FRAMES,
                         "max_frames": vp.FPS_MAX_FRAMES,
-                        "per_item_keys": [
-                            "fps",
-                            "nframes",
-                            "min_frames",
-                            "max_frames",
-                            "min_pixels",
-                            "max_pixels",
-                            "total_pixels",
-                            "resized_height",
-                            "resized_width",
-                            "video_start",
-                            "video_end",
-                        ],
+                        "per_item_keys": [k for k in VIDEO_ITEM_KEYS if k not in ("sample_fps", "raw_fps")],
                         "file_reader": os.environ.get("FORCE_QWENVL_VIDEO_READER") or VIDEO_READER,
                     },
                     "second_resize": {"by": "checkpoint processor", "min_pixels": vlo, "max_pixels": vhi},

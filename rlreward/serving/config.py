@@ -431,6 +431,17 @@ _SHORTCUTS = {
 }
 
 
+def read_config_mapping(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The mapping in an AppConfig YAML file (``None``: the packaged default), not yet validated.
+    Raises FileNotFoundError / ValueError naming the file."""
+    if not path:
+        return _read_yaml(default_config_text(), f"packaged {DEFAULT_CONFIG}")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist (see configs/ for examples)")
+    return _read_yaml(p.read_text(encoding="utf-8"), str(path))
+
+
 def load_app_config(args: AppConfig | dict[str, Any] | str | os.PathLike | None = None) -> AppConfig:
     """Resolve builder arguments to an :class:`AppConfig`.
 
@@ -445,14 +456,7 @@ def load_app_config(args: AppConfig | dict[str, Any] | str | os.PathLike | None 
     if isinstance(args, (str, os.PathLike)):
         args = {"config": os.fspath(args)}
     args = dict(args or {})
-    path = args.pop("config", None)
-    if path:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist (see configs/ for examples)")
-        data = _read_yaml(p.read_text(encoding="utf-8"), str(path))
-    else:
-        data = _read_yaml(default_config_text(), f"packaged {DEFAULT_CONFIG}")
+    data = read_config_mapping(args.pop("config", None))
     import yaml
 
     roots = args.pop("image_root", None)

@@ -236,41 +236,22 @@ def recommend(points: Sequence[SweepPoint], slack: float = 0.1) -> SweepPoint:
 
 
 # -- AppConfig YAML --------------------------------------------------------------------------------
-def _app_config_module() -> Any:
-    try:
-        from rlreward.serving import config as cfg_module
-    except ImportError:  # before the serving/ layout
-        from rlreward import deployment as cfg_module  # type: ignore[no-redef]
-    return cfg_module
-
-
 def base_app_config(path: str | Path | None) -> dict[str, Any]:
     """The AppConfig mapping the recommendation is written into: ``path`` (a YAML file) or the
     packaged default. Raises FileNotFoundError / ValueError naming the file."""
-    import yaml
+    from rlreward.serving.config import read_config_mapping
 
-    if path is None:
-        text, where = _app_config_module().default_config_text(), "the packaged default config"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist (see configs/ for examples)")
-        text, where = p.read_text(encoding="utf-8"), str(path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{where} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must hold a mapping of AppConfig fields, not {type(data).__name__}")
-    return data
+    return read_config_mapping(path)
 
 
 def validate_app_config(data: dict[str, Any], where: str = "config") -> Any:
     """``AppConfig.model_validate(data)``; a ValueError names the first problem."""
     from pydantic import ValidationError
 
+    from rlreward.serving.config import AppConfig
+
     try:
-        return _app_config_module().AppConfig.model_validate(data)
+        return AppConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
