@@ -58,16 +58,6 @@ _RECENT_BATCHES = 256
 
 
 @dataclass(frozen=True)
-class _Slot:
-    """One prepared sample waiting for a forward pass, tagged with its request."""
-
-    prepared: Any  # rlreward.engine.preprocess.PreparedSample
-    request: int
-    budget_tokens: int
-    max_samples: int
-
-
-@dataclass(frozen=True)
 class _Pending:
     """A queued sample: its prepared form, the future its request awaits, and its prefix-group key."""
 
@@ -85,8 +75,9 @@ def cut_batch(
 
     Samples whose future is already done (their request was cancelled) are dropped. The batch takes
     samples in the order of their group's first arrival (samples of one group adjacent, oldest group
-    first) while :func:`batch_cost` of the batch stays within ``budget_tokens`` and ``max_samples``; the
-    first sample is always taken. Then every other queued member of a group the batch has started joins
+    first) while the batch's padded tokens (longest sample x samples) stay within ``budget_tokens`` and
+    its samples within ``max_samples``; the first sample is always taken, so an over-long sample runs
+    alone instead of being refused. Then every other queued member of a group the batch has started joins
     it (up to ``max_samples``), so a group is split only by the sample cap or when the group alone is
     over the budget (the scorer still plans its forward passes under its own token budget).
     """
@@ -113,24 +104,6 @@ def cut_batch(
             batch.append(p)
             taken.add(id(p))
     return batch, [p for p in live if id(p) not in taken]
-
-
-def batch_cost(slots: list[_Slot]) -> int:
-    """Cost of a replica batch: padded tokens (longest sample x samples); :func:`cut_batch` cuts by it.
-
-    A batch with more samples than allowed costs more than any budget; a single sample never costs
-    more than the budget, so an over-long sample still runs (alone) instead of being refused.
-    """
-    n = len(slots)
-    if n == 0:
-        return 0
-    first = slots[0]
-    longest = max(s.prepared.num_tokens for s in slots)
-    if n == 1:
-        return min(longest, first.budget_tokens)
-    if n > first.max_samples:
-        return first.budget_tokens + 1
-    return longest * n
 
 
 class RewardReplica:

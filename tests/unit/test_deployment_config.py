@@ -247,24 +247,6 @@ def test_sample_backlog_policy_scales_on_samples_not_requests():
         SampleBacklogPolicy(0)
 
 
-class _P:
-    def __init__(self, n):
-        self.num_tokens = n
-
-
-def test_batch_cost_is_padded_tokens_with_a_sample_cap_and_lets_a_long_sample_run_alone():
-    from rlreward.serving.replica import _Slot, batch_cost
-
-    def slots(*lengths, budget=1000, cap=3):
-        return [_Slot(_P(n), 0, budget, cap) for n in lengths]
-
-    assert batch_cost(slots(100, 300)) == 600  # longest x samples
-    assert batch_cost(slots(10, 10, 10)) == 30
-    assert batch_cost(slots(10, 10, 10, 10)) > 1000  # over the sample cap: never fits
-    assert batch_cost(slots(5000)) == 1000  # alone, an over-long sample still fits
-    assert batch_cost(slots(5000, 1)) > 1000  # but never with company
-
-
 def test_rlreward_serve_reads_the_key_from_a_file_and_never_from_a_missing_one(tmp_path, monkeypatch):
     p = argparse.ArgumentParser()
     add_arguments(p)

@@ -177,3 +177,17 @@ def test_cut_batch_runs_an_over_long_sample_alone_and_drops_cancelled_ones():
     batch, rest = cut_batch(q, budget_tokens=1000, max_samples=8)
     assert [p.request for p in batch] == [1] and [p.request for p in rest] == [2]
     assert cut_batch([_pending(5, "x", 0, done=True)], 1000, 8) == ([], [])
+
+
+def test_cut_batch_cost_is_padded_tokens_with_a_sample_cap_and_a_long_sample_runs_alone():
+    from rlreward.serving.replica import cut_batch
+
+    def cut(*lengths, budget=1000, cap=3):
+        q = [_pending(n, f"g{i}", i) for i, n in enumerate(lengths)]
+        return [p.prepared.num_tokens for p in cut_batch(q, budget, cap)[0]]
+
+    assert cut(100, 300) == [100, 300]  # padded: 300 x 2 = 600 <= 1000
+    assert cut(300, 400, 100) == [300, 400]  # a third row would pad to 400 x 3 = 1200
+    assert cut(10, 10, 10, 10) == [10, 10, 10]  # the sample cap
+    assert cut(5000) == [5000]  # alone, an over-long sample still runs
+    assert cut(5000, 1) == [5000]  # but never with company
