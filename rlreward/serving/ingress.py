@@ -303,11 +303,7 @@ class RewardIngress:
 
     async def score_samples(self, samples: list[dict[str, Any]]) -> list[ScoreResult]:
         """Score through the replicas; raises :class:`HttpError` for unavailable/overloaded/timeout."""
-        if not samples:
-            return []
-        results = await self._await_replica(self._replica.score.remote(samples))
-        if len(results) != len(samples):  # would be a replica bug; never hand out misaligned scores
-            raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
+        results, _ = await self.score_samples_with_tokens(samples)
         return results
 
     async def score_samples_with_tokens(
@@ -318,6 +314,7 @@ class RewardIngress:
             return [], []
         results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
         if len(results) != len(samples) or len(tokens) != len(samples):
+            # would be a replica bug; never hand out misaligned scores
             raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
         return results, tokens
 
