@@ -295,6 +295,25 @@ def processor_bounds(image_processor: Any) -> tuple[int | None, int | None]:
     return get("shortest_edge"), get("longest_edge")
 
 
+def _first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
+    """(height, width) qwen-vl-utils' ``fetch_image`` resizes an image item to (its own
+    ``smart_resize``, with the item's ``resized_height``/``resized_width`` or ``min_pixels``/
+    ``max_pixels``, else its defaults), and how that was decided. Raises ``ValueError`` when the
+    item's ``min_pixels`` is above its ``max_pixels``."""
+    from qwen_vl_utils import vision_process as vp
+
+    factor = 14 * vp.SPATIAL_MERGE_SIZE
+    if "resized_height" in item and "resized_width" in item:
+        h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
+        return h, w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
+    lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
+    hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
+    if lo > hi:
+        raise ValueError(f"min_pixels {lo} is above max_pixels {hi} (qwen-vl-utils' default)")
+    h, w = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+    return h, w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
+
+
 def _check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
     """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
 
@@ -304,22 +323,13 @@ def _check_item_resize(item: dict, width: int | None, height: int | None, limits
     video) must be at most ``limits.max_image_pixels``, like any decoded image.
     Raises :class:`SampleError`: ``image_too_large``, or ``bad_content`` for keys qwen-vl-utils refuses.
     """
-    from qwen_vl_utils import vision_process as vp
-
     cap = limits.max_image_pixels
-    factor = 14 * vp.SPATIAL_MERGE_SIZE
-    if "resized_height" in item and "resized_width" in item:
-        h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
-        area, why = h * w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
-    elif width is not None and height is not None:
-        lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
-        hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
-        if lo > hi:
-            raise SampleError(
-                ErrorCode.BAD_CONTENT, f"min_pixels {lo} is above max_pixels {hi} (qwen-vl-utils' default)"
-            )
-        h, w = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
-        area, why = h * w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
+    if ("resized_height" in item and "resized_width" in item) or (width is not None and height is not None):
+        try:
+            h, w, why = _first_resize(item, width, height)
+        except ValueError as exc:
+            raise SampleError(ErrorCode.BAD_CONTENT, str(exc)) from exc
+        area = h * w
     else:
         area, why = item.get("min_pixels", 0), f"min_pixels {item.get('min_pixels')}"
     if area > cap:
@@ -374,14 +384,8 @@ class Preprocessor:
         lo2, hi2 = processor_bounds(ip) if ip is not None else (None, None)
         if not (isinstance(patch, int) and isinstance(merge, int) and lo2 and hi2):
             return 0
-        factor = 14 * vp.SPATIAL_MERGE_SIZE
         try:
-            if "resized_height" in item and "resized_width" in item:
-                h1, w1 = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
-            else:
-                lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
-                hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
-                h1, w1 = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+            h1, w1, _ = _first_resize(item, width, height)
             h2, w2 = vp.smart_resize(h1, w1, factor=patch * merge, min_pixels=lo2, max_pixels=hi2)
         except Exception:
             return 0
