@@ -82,7 +82,8 @@ class RayFailure:
 def classify_ray_error(exc: BaseException) -> RayFailure | None:
     """Sort a Ray / Ray Serve exception raised by a replica call; None if it is not one of Ray's.
 
-    * ``overloaded``: ``BackPressureError`` (the replica queue is full), retry after its delay;
+    * ``overloaded``: ``BackPressureError`` (the replica queue is full, in requests or, raised by the
+      replica itself, in bytes), retry after its delay;
     * ``unavailable``: the replica or actor died, restarts, or is not yet running (also when the
       death arrives wrapped in a ``RayTaskError``), the request was cancelled, the object was lost;
     * ``bug``: the replica's own code raised (``RayTaskError``): retrying will not help.
@@ -92,6 +93,9 @@ def classify_ray_error(exc: BaseException) -> RayFailure | None:
         from ray.serve.exceptions import BackPressureError, RayServeException
     except ImportError:  # pragma: no cover - only reachable without ray
         return None
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BackPressureError):  # raised by a replica (its byte bound), wrapped by Ray
+        exc = cause
     if isinstance(exc, BackPressureError):
         return RayFailure("overloaded", f"reward replicas are overloaded ({exc})", exc.retry_after_s or 1.0)
     if isinstance(exc, RayActorError) or isinstance(getattr(exc, "cause", None), RayActorError):

@@ -55,6 +55,7 @@ def build_app(args: dict[str, Any]) -> Application:
             scorer_config=cfg.scorer.model_dump(mode="json"),
             preprocess_threads=cfg.replica.preprocess_threads,
             stuck_forward_s=cfg.replica.stuck_forward_s,
+            max_queued_bytes=cfg.replica.max_queued_bytes,
         )
     )
     # The key itself never goes into the deployment's arguments (Ray's dashboard shows them): the

@@ -196,6 +196,14 @@ class ReplicaOptions(_Model):
         description="Requests each caller (handle, ingress) may queue before BackPressureError / 503; -1 = no "
         "limit. A rollout burst counts in full at once: keep it large or -1.",
     )
+    max_queued_bytes: int = Field(
+        default=1 << 30,
+        gt=0,
+        description="Bytes of prepared samples (pixel tensors + token ids, a tensor shared by a group counted "
+        "once) one replica holds, queued or being scored; a request arriving beyond it is refused with 503 + "
+        "Retry-After and RewardClient retries it. Bounds the replica's host memory under any burst; a "
+        "replica holding nothing still takes one request larger than this.",
+    )
     max_replicas_per_node: int | None = Field(
         default=None, gt=0, description="Spread replicas: at most this many on one node."
     )

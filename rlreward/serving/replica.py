@@ -18,6 +18,14 @@ Contract (what callers and Serve see):
   a forward pass and its prefix. There is no wait while the device is busy; when it is idle, the first
   queued sample waits at most ``batch_wait_timeout_s`` (0 = runs at once) for others. The forward
   pass runs in a worker thread (``asyncio.to_thread``); the event loop never blocks on the model.
+* **Bounded queue (bytes).** The prepared samples a replica holds (queued or in a forward pass, until
+  their request answers) are counted in bytes: every tensor storage of a ``PreparedSample`` once,
+  however many samples share it (a GRPO group's one pixel tensor). A request arriving while that
+  count, plus what requests still being prepared are expected to add, would pass ``max_queued_bytes``
+  is refused at once with :class:`QueueBytesFull` (a ``BackPressureError``: 503 + ``Retry-After`` at
+  the ingress, retried by the client within its time budget); a replica holding nothing always admits,
+  so one request larger than the bound still runs. ``stats()`` reports ``queued_bytes``,
+  ``peak_queued_bytes``, ``max_queued_bytes`` and ``refused_requests``.
 * ``check_health`` fails when the device cannot score a probe sample, or a forward pass has run for
   longer than ``stuck_forward_s``; Serve then replaces the replica.
 * ``record_autoscaling_stats`` reports ``backlog_samples`` (samples accepted, not yet answered);
@@ -48,6 +56,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 
 from rlreward.engine.protocol import ScoringEngine
 from rlreward.schema import ErrorCode, ScoreResult
@@ -55,6 +64,72 @@ from rlreward.schema import ErrorCode, ScoreResult
 log = logging.getLogger("rlreward")
 
 _RECENT_BATCHES = 256
+#: Default bound on the bytes of prepared samples one replica holds (``replica.max_queued_bytes``).
+DEFAULT_MAX_QUEUED_BYTES = 1 << 30
+
+
+class QueueBytesFull(BackPressureError):
+    """A replica refused a request: its prepared samples already fill ``max_queued_bytes``."""
+
+    def __init__(
+        self, queued_bytes: int, max_queued_bytes: int, status_code: int = 503, retry_after_s: float = 1.0
+    ) -> None:
+        # The same four positional arguments as BackPressureError: the error is pickled to the caller.
+        super().__init__(queued_bytes, max_queued_bytes, status_code, retry_after_s)
+        self._message = (
+            f"the reward replica holds {queued_bytes} bytes of prepared samples, its bound is "
+            f"max_queued_bytes={max_queued_bytes}: retry after {retry_after_s:g}s (RewardClient does) "
+            "or add replicas"
+        )
+
+
+def tensor_storages(prepared: Any) -> dict[int, int]:
+    """``{storage address: bytes}`` of every tensor a prepared sample holds (pixels, ids, grids);
+    tensors sharing one storage (views, a group's shared pixel tensor) appear once."""
+    out: dict[int, int] = {}
+    for value in vars(prepared).values():
+        storage = getattr(value, "untyped_storage", None)
+        if storage is None:
+            continue
+        st = storage()
+        if st.nbytes():
+            out[st.data_ptr()] = st.nbytes()
+    return out
+
+
+class QueueBytes:
+    """The bytes of the prepared samples a replica holds, each tensor storage counted once (a storage
+    shared by many queued samples is counted while any of them is held)."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, list[int]] = {}  # storage address -> [bytes, holders]
+        self.bytes = 0
+        self.peak = 0
+
+    def add(self, prepared: Sequence[Any]) -> list[int]:
+        """Count ``prepared`` (PreparedSamples; other items are skipped); returns the keys to release."""
+        keys: list[int] = []
+        for p in prepared:
+            if isinstance(p, ScoreResult):
+                continue
+            for ptr, nbytes in tensor_storages(p).items():
+                entry = self._refs.get(ptr)
+                if entry is None:
+                    self._refs[ptr] = [nbytes, 1]
+                    self.bytes += nbytes
+                else:
+                    entry[1] += 1
+                keys.append(ptr)
+        self.peak = max(self.peak, self.bytes)
+        return keys
+
+    def release(self, keys: Sequence[int]) -> None:
+        for ptr in keys:
+            entry = self._refs[ptr]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._refs[ptr]
+                self.bytes -= entry[0]
 
 
 @dataclass(frozen=True)
@@ -115,6 +190,7 @@ class RewardReplica:
         preprocess_threads: int = 4,
         stuck_forward_s: float = 600.0,
         engine: ScoringEngine | None = None,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ):
         """``engine`` (tests): a ready :class:`~rlreward.engine.protocol.ScoringEngine` to serve
         instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``."""
@@ -132,6 +208,14 @@ class RewardReplica:
         self._forward_started: float | None = None
         self._requests = itertools.count()
         self._backlog = 0
+        # Bounded queue in bytes (module docstring): held bytes, bytes expected from requests in
+        # preparation, and the mean bytes per prepared sample seen (None before the first request).
+        self._max_queued_bytes = int(max_queued_bytes)
+        self._held = QueueBytes()
+        self._preparing_bytes = 0
+        self._preparing = 0
+        self._bytes_per_sample: float | None = None
+        self._refused = 0
         self._stats: dict[str, Any] = {"samples": 0, "errors": 0, "requests": 0, "batches": 0, "tokens": 0}
         self._error_codes: dict[str, int] = {}
         self._recent: deque[dict[str, int]] = deque(maxlen=_RECENT_BATCHES)
@@ -216,22 +300,60 @@ class RewardReplica:
             return [ScoreResult.failed(ErrorCode.INVALID_SAMPLE, "samples must be a list")], [0]
         t0 = time.perf_counter()
         n = len(samples)
+        expected = self._admit(n)
         self._backlog += n
         self._m_backlog.set(self._backlog)
+        keys: list[int] = []
         try:
             loop = asyncio.get_running_loop()
-            prepared = await asyncio.gather(
-                *(loop.run_in_executor(self._pool, self.scorer.prepare, s) for s in samples)
-            )
+            try:
+                prepared = await asyncio.gather(
+                    *(loop.run_in_executor(self._pool, self.scorer.prepare, s) for s in samples)
+                )
+            finally:
+                self._preparing -= 1
+                self._preparing_bytes -= expected
+            keys = self._held.add(prepared)
+            self._learn_bytes(prepared)
             request = next(self._requests)
             results = await self._submit(request, prepared)
         finally:
+            self._held.release(keys)
             self._backlog -= n
             self._m_backlog.set(self._backlog)
         self._account(results)
         self._m_request.observe((time.perf_counter() - t0) * 1000)
         tokens = [p.num_tokens if not isinstance(p, ScoreResult) else 0 for p in prepared]
         return list(results), tokens
+
+    def _admit(self, n: int) -> int:
+        """Admit a request of ``n`` samples under ``max_queued_bytes`` (or raise :class:`QueueBytesFull`);
+        returns the bytes it is expected to add while it is prepared."""
+        held = self._held.bytes + self._preparing_bytes
+        per_sample = self._bytes_per_sample
+        expected = round(n * per_sample) if per_sample is not None else 0
+        idle = self._held.bytes == 0 and self._preparing == 0
+        # Before the first prepared request the size of a sample is unknown: one request at a time.
+        over = held + expected > self._max_queued_bytes if per_sample is not None else not idle
+        if over and not idle:
+            self._refused += 1
+            raise QueueBytesFull(held, self._max_queued_bytes)
+        self._preparing += 1
+        self._preparing_bytes += expected
+        return expected
+
+    def _learn_bytes(self, prepared: Sequence[Any]) -> None:
+        """Update the mean bytes per prepared sample (an exponential average over requests)."""
+        storages: dict[int, int] = {}
+        count = 0
+        for p in prepared:
+            if not isinstance(p, ScoreResult):
+                storages.update(tensor_storages(p))
+                count += 1
+        if count:
+            mean = sum(storages.values()) / count
+            prev = self._bytes_per_sample
+            self._bytes_per_sample = mean if prev is None else 0.8 * prev + 0.2 * mean
 
     # -- continuous batching engine ---------------------------------------------------------------
     def _group_key(self, p: Any, request: int, i: int) -> Hashable:
@@ -401,6 +523,10 @@ class RewardReplica:
             "max_batch_size": self._max_samples,
             "batch_wait_timeout_s": self._batch_wait_s,
             "queued_samples": len(self._queue),
+            "queued_bytes": self._held.bytes,
+            "peak_queued_bytes": self._held.peak,
+            "max_queued_bytes": self._max_queued_bytes,
+            "refused_requests": self._refused,
             "cpu_s": _process_cpu_s(),
         }
 
