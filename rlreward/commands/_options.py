@@ -10,14 +10,16 @@ from rlreward.errors import UsageError as CliError
 __all__ = ["CliError", "add_model_arguments", "scorer_config_from_args"]
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that loads a model in-process."""
+def add_model_arguments(p: argparse.ArgumentParser, image_root_help: str | None = None) -> None:
+    """Options shared by every command that loads a model in-process (``image_root_help``: the
+    ``--image-root`` help of a command whose default is not the input file's directory)."""
     p.add_argument(
         "--image-root",
         action="append",
         default=[],
         metavar="DIR",
-        help="directory local image paths may be read from (repeatable); default: the input file's directory",
+        help=image_root_help
+        or "directory local image paths may be read from (repeatable); default: the input file's directory",
     )
     p.add_argument(
         "--allow-url-prefix",

@@ -1,4 +1,10 @@
-"""``rlreward serve``: start (or join) a Ray cluster, deploy the app, serve until Ctrl-C / SIGTERM."""
+"""``rlreward serve``: start (or join) a Ray cluster, deploy the app, serve until Ctrl-C / SIGTERM.
+
+Before deploying it checks that the app fits the cluster (:mod:`rlreward.serving.placement`): it
+starts as many initial replicas as fit and says what did not, or exits 2 naming the missing
+resource; while the app starts it prints progress and Serve's messages, and gives up after
+``--start-timeout-s``. The first Ctrl-C shuts down; a second one exits at once (status 130).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from rlreward.commands._options import CliError, add_model_arguments
-from rlreward.serving.app import deploy
+from rlreward.serving.app import build_app
 from rlreward.serving.config import DEFAULT_CONFIG, AppConfig, absolutize, load_app_config
+from rlreward.serving.placement import StartFailed, Unplaceable, check_cluster, start_and_wait
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="YAML",
         help=f"AppConfig YAML (default: the packaged {DEFAULT_CONFIG}); see configs/",
     )
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (0.0.0.0 to serve other machines)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="127.0.0.1",
+        help="HTTP bind address (default 127.0.0.1: this machine only; 0.0.0.0 serves other machines)",
+    )
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument(
         "--api-key-file",
@@ -45,7 +57,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="application name (default: the config's, 'rlreward')")
     p.add_argument("--route-prefix", default=None, help="HTTP route prefix (default: the config's, '/')")
     p.add_argument("--num-replicas", type=int, default=None, help="fixed replica count (drops autoscaling)")
-    add_model_arguments(p)
+    p.add_argument(
+        "--dashboard-port",
+        default=None,
+        metavar="PORT|off",
+        help="port of the Ray dashboard of a cluster this command starts (default: Ray's, 8265); "
+        "'off' starts none",
+    )
+    p.add_argument(
+        "--start-timeout-s",
+        type=float,
+        default=600.0,
+        help="give up (exit 1) when the app is not running after this long (default 600)",
+    )
+    add_model_arguments(
+        p, image_root_help="directory local image paths may be read from (repeatable); default: none"
+    )
     # Model options override the config only where given.
     p.set_defaults(dtype=None, device=None)
 
@@ -111,10 +138,26 @@ def _serving_address(host: str, port: int) -> tuple[str, int]:
     return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), port
 
 
-def run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+def _ray_init_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``ray.init`` arguments: join ``--address`` or start a cluster (with ``--dashboard-port``)."""
+    if args.address is not None:
+        if args.dashboard_port is not None:
+            raise CliError("--dashboard-port applies to a cluster this command starts, not with --address")
+        return {"address": args.address, "log_to_driver": False}
+    # "local" starts a fresh cluster; None would join whichever local cluster started last.
+    kwargs: dict[str, Any] = {"address": "local", "log_to_driver": False}
+    port = args.dashboard_port
+    if port is not None:
+        if port.lower() == "off":
+            kwargs["include_dashboard"] = False
+        elif port.isdigit() and 0 < int(port) < 65536:
+            kwargs["dashboard_port"] = int(port)
+        else:
+            raise CliError(f"--dashboard-port {port!r}: give a port number (1-65535) or 'off'")
+    return kwargs
 
+
+def _config(args: argparse.Namespace) -> AppConfig:
     if not args.model and not args.config:
         raise CliError("pass --model DIR (or --config YAML naming scorer.model)")
     try:
@@ -122,59 +165,86 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
     if args.api_key:
-        print(
+        _say(
             "rlreward: warning: --api-key is visible to every user of this machine (ps); "
             "prefer RLREWARD_API_KEY=... or --api-key-file PATH",
-            file=sys.stderr,
-            flush=True,
+            err=True,
         )
     if not Path(cfg.scorer.model).is_dir() and cfg.scorer.model.startswith((".", "/", "~")):
         raise CliError(
             f"model directory {cfg.scorer.model} does not exist (build one: rlreward make-tiny DIR)"
         )
+    return cfg
+
+
+def _say(line: str, err: bool = False) -> None:
+    print(line, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def _banner(cfg: AppConfig, args: argparse.Namespace) -> None:
+    host, port = _serving_address(args.host, args.port)
+    url = f"http://{host}:{port}" + (cfg.route_prefix or "").rstrip("/")
+    _say(f"rlreward: serving {cfg.served_model_name}")
+    _say(
+        f"  HTTP:   {url}/v1/score  (health: {url}/health)"
+        + ("  [bearer token required]" if cfg.http.api_key or cfg.http.api_key_file else "")
+        if cfg.route_prefix is not None
+        else "  HTTP:   off (route_prefix: null)"
+    )
+    _say(f"  handle: RewardClient(app_name={cfg.name!r})  (from a job on this Ray cluster)")
+    _say("  Ctrl-C to stop (twice: at once).")
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    cfg = _config(args)
+    init_kwargs = _ray_init_kwargs(args)
 
     import ray
     from ray import serve
 
     started = args.address is None
-    # "local" starts a fresh cluster; None would join whichever local cluster started last.
-    ray.init(address=args.address or "local", log_to_driver=False)
+    ray.init(**init_kwargs)
     stop = threading.Event()
 
     def on_signal(*_: Any) -> None:
-        if stop.is_set():  # a second Ctrl-C: stop now
+        if stop.is_set():  # a second Ctrl-C: stop now, without Ray's shutdown (its processes follow)
+            _say("rlreward: stopped", err=True)
             os._exit(130)
+        _say("rlreward: shutting down (Ctrl-C again to exit at once)", err=True)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    deployed = False
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        deploy(cfg)
-        host, port = _serving_address(args.host, args.port)
-        url = f"http://{host}:{port}" + (cfg.route_prefix or "").rstrip("/")
-        print(f"rlreward: serving {cfg.served_model_name}", flush=True)
-        print(
-            f"  HTTP:   {url}/v1/score  (health: {url}/health)"
-            + ("  [bearer token required]" if cfg.http.api_key or cfg.http.api_key_file else "")
-            if cfg.route_prefix is not None
-            else "  HTTP:   off (route_prefix: null)",
-            flush=True,
-        )
-        print(f"  handle: RewardClient(app_name={cfg.name!r})  (from a job on this Ray cluster)", flush=True)
-        print("  Ctrl-C to stop.", flush=True)
-        while not stop.wait(1.0):
-            pass
-        print("rlreward: shutting down", flush=True)
+        try:
+            cfg = check_cluster(cfg, report=_say)
+            deployed = True
+            running = start_and_wait(
+                build_app(cfg), cfg, args.start_timeout_s, report=_say, cancelled=stop.is_set
+            )
+        except Unplaceable as exc:
+            raise CliError(str(exc)) from exc
+        except StartFailed as exc:
+            _say(f"rlreward: error: {exc}", err=True)
+            return 1
+        if running:
+            _banner(cfg, args)
+            while not stop.wait(1.0):
+                pass
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         try:
             # A cluster this command started goes down with ray.shutdown(), replicas included:
             # serve.shutdown() would first wait for every replica's graceful drain and the controller
             # (~40 s, "Controller failed to shut down within 30s"). On a shared cluster only this app
-            # is deleted.
-            if not started:
+            # is deleted. Our handler stays installed: a second Ctrl-C here exits at once.
+            if not started and deployed:
                 serve.delete(cfg.name)
         finally:
             ray.shutdown()
+            for s, h in previous.items():
+                signal.signal(s, h)
     return 0

@@ -35,13 +35,17 @@ def _burst() -> list[dict]:
     for g in range(8):  # 8 GRPO groups of 6 answers of varied length, one image each
         uri = "data:image/png;base64," + base64.b64encode(noise_png(g, (140, 112))).decode()
         for k in range(6):
-            samples.append({"prompt": f"Describe picture {g}.", "response": "a " * (1 + 5 * k), "images": [uri]})
+            samples.append(
+                {"prompt": f"Describe picture {g}.", "response": "a " * (1 + 5 * k), "images": [uri]}
+            )
     return samples
 
 
 def test_a_burst_beyond_the_byte_bound_is_fully_scored(bounded_app, scorer):
     samples = _burst()
-    with RewardClient(url=bounded_app.url, chunk_size=CHUNK, max_concurrency=12, retry_budget_s=300) as client:
+    with RewardClient(
+        url=bounded_app.url, chunk_size=CHUNK, max_concurrency=12, retry_budget_s=300
+    ) as client:
         results = client.score(samples)
     assert len(results) == len(samples)
     assert [r.error for r in results] == [None] * len(samples)  # 0 lost
@@ -51,9 +55,7 @@ def test_a_burst_beyond_the_byte_bound_is_fully_scored(bounded_app, scorer):
     assert stats["max_queued_bytes"] == BOUND
     assert stats["refused_requests"] > 0, "the burst never reached the bound: the test proves nothing"
     assert stats["queued_bytes"] == 0
-    one_request = max(
-        _held_bytes(scorer, samples[i : i + CHUNK]) for i in range(0, len(samples), CHUNK)
-    )
+    one_request = max(_held_bytes(scorer, samples[i : i + CHUNK]) for i in range(0, len(samples), CHUNK))
     assert 0 < stats["peak_queued_bytes"] <= BOUND + one_request
 
 
