@@ -47,9 +47,12 @@ Metrics (per system, JSON field in brackets)
   rise during the run). Where the reset is refused the value is the process lifetime's.
 * agreement [``max_abs_diff_vs_reference``]: max |score - reference score|; above ``--atol`` the
   run is reported as a mismatch (exit code 1) — a speed-up that changes scores is no speed-up.
-* MFU [``mfu``]: model FLOPs / (wall time x peak FLOP/s), see :func:`sample_flops`. The model
-  FLOPs of a workload are those of scoring every sample in full, without ``lm_head``, for every
-  system; a system that skips work (prefix sharing) therefore shows an *effective* MFU.
+* useful vs executed work [``useful_tokens``, ``useful_tflop``, ``executed_tflop``]: useful is the
+  least the workload needs (a shared system counts each group's prefix once,
+  :mod:`~rlreward.offline.bench.accounting`); executed is what the model ran, counted per call.
+* MFU [``mfu``, ``mfu_device``]: useful FLOPs / (wall x peak), preprocessing included, beside
+  executed FLOPs / ((vision + language device time) x peak). The peak is ``--peak-tflops`` or the
+  dense bf16 table by GPU name (:data:`~rlreward.offline.bench.models.PEAK_TFLOPS`); none on CPU.
 
 Models (``--model``)
 --------------------
@@ -80,7 +83,7 @@ Workloads (``--workload``)
 --------------------------
 ``grpo``: ``--prompts`` P x ``--group`` G completions; each prompt has its own image of
 ``--image-tokens`` N visual tokens and ``--prompt-tokens`` of text; completions are
-``--completion-tokens`` C tokens. ``ppo``: ``--samples`` independent samples of mixed lengths, one
+``--completion-tokens`` C tokens, or MIN..MAX drawn uniformly per answer. ``ppo``: ``--samples`` independent samples of mixed lengths, one
 image each (N/4..N visual tokens, C/4..2C completion tokens). ``text``: mixed-length text only.
 Text is drawn from words that are one token each, so lengths are what the flags say; images are
 blocky random PNGs sized to the exact token count (multiples of 28 px, so no resize).

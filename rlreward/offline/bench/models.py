@@ -75,8 +75,27 @@ BENCH_SMALL_VISION: dict[str, Any] = {
     "out_hidden_size": 3584 // 8,
 }
 
-#: Dense bf16 peak FLOP/s by GPU name fragment, for MFU; ``--peak-tflops`` overrides.
-PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+#: Dense (no sparsity) bf16 tensor-core peak TFLOP/s by the name ``torch.cuda.get_device_name``
+#: reports, first match wins (so the NVL/PCIe variants come before their family); ``--peak-tflops``
+#: overrides. Sources, NVIDIA datasheets (their "with sparsity" figures halved):
+#: H100 SXM 989.4, H100 NVL 835 ("1,671 with sparsity"), H100 PCIe 756 — H100 datasheet, 2023;
+#: H200 SXM 989, H200 NVL 835 — H200 datasheet, 2024; A100 (SXM and PCIe) 312 — A100 datasheet;
+#: L40S 362.05 — L40S datasheet; L4 121 — L4 datasheet. An H100 SXM reports "NVIDIA H100 80GB HBM3".
+PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200 NVL", 835.0),
+    ("H200", 989.0),
+    ("H100 NVL", 835.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.05),
+    ("L4", 121.0),
+)
+
+
+def peak_tflops_for(device_name: str) -> float | None:
+    """The dense bf16 peak of the GPU named ``device_name`` (see :data:`PEAK_TFLOPS`), or None."""
+    return next((v for k, v in PEAK_TFLOPS if k in device_name), None)
 
 
 def qwen25_vl_config(tokenizer: Any, text: dict[str, Any], vision: dict[str, Any]) -> Any:

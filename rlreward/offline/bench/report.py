@@ -33,18 +33,37 @@ class SystemResult(BaseModel):
     vision_s: float | None = None
     language_s: float | None = None
     other_s: float | None = None
-    computed_tokens: int | None = Field(default=None, description="Tokens through the language model.")
+    computed_tokens: int | None = Field(
+        default=None, description="Tokens the language model ran (rows x padded length, every call)."
+    )
+    useful_tokens: int | None = Field(
+        default=None,
+        description="Tokens scoring needs at least: shared systems count each group's prefix once plus "
+        "every real suffix token; the others every sample's tokens.",
+    )
     padding_efficiency: float | None = Field(
         default=None, description="Real / computed language-model tokens."
     )
     peak_memory_mib: float | None = None
     peak_memory_over_start_mib: float | None = None
     memory_measure: str | None = None
+    useful_tflop: float | None = Field(
+        default=None, description="FLOPs of the useful work (accounting.useful_work), in TFLOP."
+    )
+    executed_tflop: float | None = Field(
+        default=None, description="FLOPs the model ran (counted per call by the probe; in-process only)."
+    )
     model_tflops_per_s: float | None = Field(
-        default=None, description="Model FLOPs of the workload (see sample_flops) / wall time, in TFLOP/s."
+        default=None, description="Useful FLOPs / wall time, in TFLOP/s."
     )
     mfu: float | None = Field(
-        default=None, description="Model FLOPs / (wall x peak); effective with sharing."
+        default=None, description="MFU over wall time: useful FLOPs / (wall x peak), preprocessing included."
+    )
+    device_s: float | None = Field(
+        default=None, description="Median device time of a run: vision tower + language model (synchronised)."
+    )
+    mfu_device: float | None = Field(
+        default=None, description="MFU over device time: executed FLOPs / ((vision_s + language_s) x peak)."
     )
     max_abs_diff_vs_reference: float | None = None
     errors: int = 0
@@ -89,11 +108,13 @@ def summarize(
     runs: list[RunStats],
     n_samples: int,
     n_tokens: int,
-    flops: float,
+    useful: tuple[int, float],
     peak_flops: float | None,
     memory_measure: str | None,
 ) -> SystemResult:
+    """One system's result from its runs; ``useful``: (tokens, FLOPs) of its useful work."""
     wall = _median([r.wall_s for r in runs])
+    useful_tokens, flops = useful
     last = runs[-1]
     res = SystemResult(
         system=name,
@@ -104,9 +125,17 @@ def summarize(
         preprocess_s=_median([r.preprocess_s for r in runs]),
         errors=sum(s is None for s in last.scores),
         scores=last.scores,
+        useful_tokens=useful_tokens,
+        useful_tflop=flops / 1e12,
         model_tflops_per_s=flops / wall / 1e12,
         mfu=flops / wall / peak_flops if peak_flops else None,
     )
+    if last.executed_flops is not None:
+        res.executed_tflop = last.executed_flops / 1e12
+        device = _median([(r.vision_s or 0.0) + (r.language_s or 0.0) for r in runs])
+        res.device_s = device
+        if peak_flops and device > 0:
+            res.mfu_device = last.executed_flops / device / peak_flops
     if last.cpu_s is not None:
         res.cpu_s = _median([r.cpu_s for r in runs])
     if last.language_s is not None:
@@ -168,14 +197,27 @@ def target_checks(
 
     out: list[TargetCheck] = []
     if workload == "grpo":
-        applies = params["group"] >= 8 and params["image_tokens"] >= 4 * params["completion_tokens"]
-        note = "" if applies else "target set for G>=8 and image >= 4x completion; informative here"
+        c = params["completion_tokens"]  # C, or "MIN..MAX" (varied answers: the issue's own target case)
+        applies = params["group"] >= 8 and (isinstance(c, str) or params["image_tokens"] >= 4 * c)
+        note = (
+            "" if applies else "target set for G>=8 and image >= 4x completion (or varied); informative here"
+        )
         out.append(
             check("shared/unshared samples/s", _ratio(systems, "shared", "unshared"), 3.0, applies, note)
         )
         out.append(
             check("shared/reference samples/s", _ratio(systems, "shared", "reference"), 4.0, applies, note)
         )
+        shared = systems.get("shared")
+        if shared and shared.computed_tokens and shared.useful_tokens:
+            out.append(
+                check(
+                    "shared useful/computed tokens",
+                    shared.useful_tokens / shared.computed_tokens,
+                    round(1 / 1.15, 3),
+                    note="i.e. computed_tokens <= 1.15 x useful_tokens (padding, prefix re-runs)",
+                )
+            )
     if workload == "ppo":
         on_cpu = device.type == "cpu"
         out.append(
@@ -239,8 +281,8 @@ def render_table(report: BenchReport) -> str:
         f"{h['torch_threads']} torch threads, load avg {h['loadavg_start']} -> {h['loadavg_end']}",
         *_effective_lines(report.effective),
         "",
-        f"{'system':<12} {'samples/s':>9} {'tokens/s':>9} {'vs ref':>7} {'pad eff':>7} {'computed':>9} "
-        f"{'wall s':>7} {'cpu s':>7} {'prep/vis/lm/other s':>21} {'peak MiB':>9} {'max|Δ| ref':>10} {'MFU':>6}  status",
+        f"{'system':<12} {'samples/s':>9} {'tokens/s':>9} {'vs ref':>7} {'pad eff':>7} {'computed':>9} {'useful':>9} "
+        f"{'wall s':>7} {'cpu s':>7} {'prep/vis/lm/other s':>21} {'peak MiB':>9} {'max|Δ| ref':>10} {'MFU':>6} {'MFU dev':>7}  status",
     ]
     for r in report.systems.values():
         if r.status == "skipped":
@@ -250,9 +292,9 @@ def render_table(report: BenchReport) -> str:
         lines.append(
             f"{r.system:<12} {_fmt(r.samples_per_s, '9.2f')} {_fmt(r.tokens_per_s, '9.0f')} "
             f"{_fmt(r.speedup_vs_reference, '6.2f') + 'x' if r.speedup_vs_reference else '      -'} {_fmt(r.padding_efficiency, '7.3f')} "
-            f"{_fmt(r.computed_tokens, '9,d')} {_fmt(r.wall_s, '7.2f')} {_fmt(r.cpu_s, '7.2f')} {split:>21} "
+            f"{_fmt(r.computed_tokens, '9,d')} {_fmt(r.useful_tokens, '9,d')} {_fmt(r.wall_s, '7.2f')} {_fmt(r.cpu_s, '7.2f')} {split:>21} "
             f"{_fmt(r.peak_memory_mib, '9.0f')} "
-            f"{_fmt(r.max_abs_diff_vs_reference, '10.2e')} {_fmt(r.mfu, '6.1%')}  "
+            f"{_fmt(r.max_abs_diff_vs_reference, '10.2e')} {_fmt(r.mfu, '6.1%')} {_fmt(r.mfu_device, '7.1%')}  "
             f"{r.status}{': ' + r.reason if r.reason else ''}"
         )
     for r in report.systems.values():

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rlreward.engine.config import ScorerConfig
+from rlreward.offline.bench.accounting import ExecutedWork
 from rlreward.offline.bench.models import BenchModel
 from rlreward.offline.bench.workloads import Workload
 
@@ -22,10 +23,13 @@ from rlreward.offline.bench.workloads import Workload
 # -- measurement -------------------------------------------------------------------------------------
 class Probe:
     """Hooks on the (shared) backbone: tokens through the language model, time in it and in the
-    vision tower. One instance serves every in-process system; :meth:`reset` between runs."""
+    vision tower (the device synchronised at each edge, so the times are device times), and the
+    FLOPs each call executed (:class:`~rlreward.offline.bench.accounting.ExecutedWork`). One
+    instance serves every in-process system; :meth:`reset` between runs."""
 
-    def __init__(self, backbone: torch.nn.Module, device: torch.device) -> None:
+    def __init__(self, backbone: torch.nn.Module, device: torch.device, config: Any) -> None:
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.config = config
         self.reset()
         self._start: dict[str, float] = {}
         lm, vis = backbone.language_model, backbone.visual
@@ -33,6 +37,7 @@ class Probe:
             lm.register_forward_pre_hook(self._count, with_kwargs=True),
             lm.register_forward_pre_hook(lambda m, a: self._tic("language")),
             lm.register_forward_hook(lambda m, a, o: self._toc("language")),
+            vis.register_forward_pre_hook(self._count_vision, with_kwargs=True),
             vis.register_forward_pre_hook(lambda m, a: self._tic("vision")),
             vis.register_forward_hook(lambda m, a, o: self._toc("vision")),
         ]
@@ -41,6 +46,12 @@ class Probe:
         self.computed = 0
         self.real = 0
         self.seconds = {"language": 0.0, "vision": 0.0}
+        self.work = ExecutedWork(self.config.text_config, self.config.vision_config)
+
+    def _count_vision(self, module: Any, args: tuple, kwargs: dict) -> None:
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        if isinstance(grid, torch.Tensor):
+            self.work.vision_call(grid.tolist())
 
     def _count(self, module: Any, args: tuple, kwargs: dict) -> None:
         x = kwargs.get("inputs_embeds")
@@ -50,6 +61,9 @@ class Probe:
             return
         b, length = int(x.shape[0]), int(x.shape[1])
         self.computed += b * length
+        cache = kwargs.get("past_key_values")
+        past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        self.work.language_call(b, length, past)
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
             self.real += int(mask[:, -length:].sum())
@@ -122,6 +136,7 @@ class RunStats:
     language_s: float | None = None
     computed_tokens: int | None = None
     real_tokens: int | None = None
+    executed_flops: float | None = None
     peak_memory_mib: float | None = None
     start_memory_mib: float | None = None
 
@@ -217,6 +232,7 @@ def timed(
     if probe:
         stats.vision_s, stats.language_s = probe.seconds["vision"], probe.seconds["language"]
         stats.computed_tokens, stats.real_tokens = probe.computed, probe.real
+        stats.executed_flops = probe.work.flops
     if not getattr(system, "remote", False):  # the replica's process is not ours to measure
         stats.peak_memory_mib, stats.start_memory_mib = mem.peak_mib, mem.start_mib
         stats.cpu_s = cpu

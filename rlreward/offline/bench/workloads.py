@@ -56,6 +56,21 @@ def image_data_uri(visual_tokens: int, seed: int) -> str:
     return schema_image_data_uri(Image.fromarray(arr))
 
 
+def parse_token_range(text: str) -> int | tuple[int, int]:
+    """``"C"`` -> C; ``"MIN..MAX"`` -> (MIN, MAX) (``--completion-tokens``); clear error otherwise."""
+    lo, sep, hi = text.partition("..")
+    try:
+        value: int | tuple[int, int] = (int(lo), int(hi)) if sep else int(lo)
+    except ValueError:
+        raise CliError(
+            f"--completion-tokens {text!r}: give a count (64) or a range MIN..MAX (16..512)"
+        ) from None
+    bounds = value if isinstance(value, tuple) else (value, value)
+    if bounds[0] < 1 or bounds[0] > bounds[1]:
+        raise CliError(f"--completion-tokens {text!r}: need 1 <= MIN <= MAX")
+    return value
+
+
 def make_workload(
     kind: str,
     tokenizer: Any,
@@ -63,30 +78,42 @@ def make_workload(
     prompts: int,
     group: int,
     image_tokens: int,
-    completion_tokens: int,
+    completion_tokens: int | tuple[int, int],
     prompt_tokens: int,
     samples: int | None,
     seed: int = 0,
 ) -> Workload:
-    """Build the ``grpo``, ``ppo`` or ``text`` workload (deterministic in ``seed``)."""
+    """Build the ``grpo``, ``ppo`` or ``text`` workload (deterministic in ``seed``).
+
+    ``completion_tokens``: C, or (MIN, MAX) drawn uniformly per answer. grpo: C means every answer
+    is C tokens; ppo/text: C means C/4..2C."""
     rng = random.Random(seed)
     words = one_token_words(tokenizer)
-    c, n_img, pt = completion_tokens, image_tokens, prompt_tokens
+    n_img, pt = image_tokens, prompt_tokens
+    c = completion_tokens
+    if isinstance(c, tuple):
+        lo, hi = c
+    else:
+        lo, hi = (c, c) if kind == "grpo" else (max(1, c // 4), 2 * c)
+    span = f"{lo}..{hi}" if lo != hi else lo
     out: list[dict] = []
     if kind == "grpo":
         for p in range(prompts):
             image, prompt = image_data_uri(n_img, seed * 1000 + p), _text(rng, words, pt)
             out += [
-                {"prompt": prompt, "response": _text(rng, words, c), "images": [image]} for _ in range(group)
+                {"prompt": prompt, "response": _text(rng, words, rng.randint(lo, hi)), "images": [image]}
+                for _ in range(group)
             ]
         groups = [list(range(p * group, (p + 1) * group)) for p in range(prompts)]
-        params = dict(prompts=prompts, group=group, image_tokens=n_img, completion_tokens=c, prompt_tokens=pt)
+        params = dict(
+            prompts=prompts, group=group, image_tokens=n_img, completion_tokens=span, prompt_tokens=pt
+        )
     elif kind in ("ppo", "text"):
         n = samples or prompts * group
         for i in range(n):
             sample = {
                 "prompt": _text(rng, words, rng.randint(max(1, pt // 2), pt * (2 if kind == "ppo" else 4))),
-                "response": _text(rng, words, rng.randint(max(1, c // 4), 2 * c)),
+                "response": _text(rng, words, rng.randint(lo, hi)),
             }
             if kind == "ppo":
                 sample["images"] = [image_data_uri(rng.randint(max(4, n_img // 4), n_img), seed * 1000 + i)]
@@ -94,7 +121,7 @@ def make_workload(
         groups = [list(range(i, min(n, i + group))) for i in range(0, n, group)]
         params = dict(
             samples=n,
-            completion_tokens=f"{max(1, c // 4)}..{2 * c}",
+            completion_tokens=f"{lo}..{hi}",
             prompt_tokens=pt,
             **({"image_tokens": f"{max(4, n_img // 4)}..{n_img}"} if kind == "ppo" else {}),
         )
