@@ -130,8 +130,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}", file=sys.stderr)
     plot_path = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
     if plot_path:
-        plot(report, plot_path)
-        print(f"wrote {plot_path}", file=sys.stderr)
+        try:
+            plot(report, plot_path)
+            print(f"wrote {plot_path}", file=sys.stderr)
+        except ImportError as exc:  # a bare GPU machine may lack matplotlib; the JSON has everything
+            print(f"no plot ({exc}); the table and the JSON hold the figures", file=sys.stderr)
     mismatched = [r.system for r in report.systems.values() if r.status == "mismatch"]
     if mismatched:
         print(
