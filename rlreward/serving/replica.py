@@ -27,7 +27,9 @@ Contract (what callers and Serve see):
 * Metrics (``ray.serve.metrics``, exported with deployment/replica/application tags):
   ``rlreward_samples`` (by outcome), ``rlreward_sample_errors`` (by code), ``rlreward_tokens``,
   ``rlreward_batch_samples``, ``rlreward_batch_padded_tokens``, ``rlreward_forward_latency_ms``,
-  ``rlreward_request_latency_ms``, ``rlreward_backlog_samples``.
+  ``rlreward_request_latency_ms``, ``rlreward_backlog_samples``; and the engine's counters
+  (``Scorer.engine_stats``, also in ``stats()``): ``rlreward_shared_path_failures``,
+  ``rlreward_out_of_memory``, ``rlreward_computed_tokens``, ``rlreward_useful_tokens``.
 
 This module imports neither torch nor the scorer at import time: the Serve controller and the
 ingress load it without the model stack.
@@ -202,6 +204,19 @@ class RewardReplica:
         self._m_backlog = metrics.Gauge(
             "rlreward_backlog_samples", description="Samples accepted by this replica and not yet answered."
         )
+        self._m_engine = {
+            key: metrics.Counter(f"rlreward_{key}", description=text)
+            for key, text in (
+                ("shared_path_failures", "Shared-prefix passes that failed and were scored unshared."),
+                ("out_of_memory", "Forward passes that ran out of memory (split in halves, budget lowered)."),
+                (
+                    "computed_tokens",
+                    "Tokens run through the language model (padding included, prefixes once).",
+                ),
+                ("useful_tokens", "Each group's prefix once plus every real suffix token."),
+            )
+        }
+        self._engine_seen: dict[str, int] = {}
 
     # -- scoring ----------------------------------------------------------------------------------
     async def score(self, samples: list[Any]) -> list[ScoreResult]:
@@ -342,7 +357,17 @@ class RewardReplica:
         self._m_padded.observe(padded)
         self._m_tokens.inc(tokens)
         self._m_forward.observe(elapsed_ms)
+        self._export_engine_counters()
         return results
+
+    def _export_engine_counters(self) -> None:
+        """Add the scorer's counter increments since the last batch to the replica's metrics."""
+        now = _engine_stats(self.scorer)
+        for key, counter in getattr(self, "_m_engine", {}).items():
+            delta = int(now.get(key, 0)) - self._engine_seen.get(key, 0)
+            if delta > 0:
+                counter.inc(delta)
+            self._engine_seen[key] = int(now.get(key, 0))
 
     def _forward(self, items: list[Any]) -> list[ScoreResult]:
         with self._device_lock:
@@ -402,6 +427,7 @@ class RewardReplica:
             "batch_wait_timeout_s": self._batch_wait_s,
             "queued_samples": len(self._queue),
             "cpu_s": _process_cpu_s(),
+            **_engine_stats(self.scorer),
         }
 
     def info(self) -> dict[str, Any]:
@@ -413,6 +439,13 @@ class RewardReplica:
         if wait is not None:
             live["batch_wait_timeout_s"] = wait
         return {**info, **live, "batching": {**(info.get("batching") or {}), **live}}
+
+
+def _engine_stats(engine: Any) -> dict[str, Any]:
+    """The engine's pass counters (``Scorer.engine_stats``: budget in use, computed/useful tokens,
+    shared-path failures, out-of-memory splits); empty for an engine without them."""
+    fn = getattr(engine, "engine_stats", None)
+    return fn() if callable(fn) else {}
 
 
 def _process_cpu_s() -> float:
