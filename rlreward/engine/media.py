@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import os
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -375,18 +376,19 @@ def _check_geometry(width: int, height: int, limits: Limits) -> None:
         )
 
 
-def load_image(
+def open_image(
     ref: Any,
     policy: MediaPolicy,
     limits: Limits,
     budget: PixelBudget | None = None,
     visual_tokens: Callable[[int, int], int] | None = None,
 ) -> LoadedImage:
-    """Resolve, check and decode one image reference to an RGB PIL image.
+    """Resolve and check one image reference from its header; the pixels are **not decoded yet**.
 
     ``budget`` is the sample's :class:`PixelBudget`; the image's pixels (and, with
-    ``visual_tokens(width, height)``, its visual tokens) are charged to it from the header, before
-    decoding. Raises :class:`SampleError`.
+    ``visual_tokens(width, height)``, its visual tokens) are charged to it from the header. The digest
+    is the encoded bytes' (a PIL image's: its pixels'), so a caller holding the prepared form of that
+    content can skip :func:`decode_image`. Raises :class:`SampleError`.
     """
     src = read_bytes(ref, policy, limits)
     if isinstance(src, Image.Image):
@@ -395,37 +397,58 @@ def load_image(
             budget.charge(
                 src.width, src.height, limits, visual_tokens(src.width, src.height) if visual_tokens else 0
             )
-        img = src
-        digest_src = img.tobytes() + f"{img.mode}{img.size}".encode()
-    else:
-        if len(src) > limits.max_image_bytes:
-            raise SampleError(
-                ErrorCode.IMAGE_TOO_LARGE,
-                f"encoded image is {len(src)} bytes, over the limit of {limits.max_image_bytes}",
-            )
-        if not src:
-            raise SampleError(ErrorCode.IMAGE_DECODE, "image data is empty")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(src))
-                _check_geometry(img.width, img.height, limits)
-                if budget is not None:
-                    tokens = visual_tokens(img.width, img.height) if visual_tokens else 0
-                    budget.charge(img.width, img.height, limits, tokens)
-                img.load()
-        except SampleError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise SampleError(
-                ErrorCode.IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}"
-            ) from exc
-        except Exception as exc:  # PIL raises many types for bad data
-            raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {exc}") from exc
-        digest_src = src
-    if img.mode != "RGB":
-        img = _to_rgb(img)
-    return LoadedImage(image=img, digest=hashlib.blake2b(digest_src, digest_size=16).hexdigest())
+        digest_src = src.tobytes() + f"{src.mode}{src.size}".encode()
+        return LoadedImage(image=src, digest=hashlib.blake2b(digest_src, digest_size=16).hexdigest())
+    if len(src) > limits.max_image_bytes:
+        raise SampleError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"encoded image is {len(src)} bytes, over the limit of {limits.max_image_bytes}",
+        )
+    if not src:
+        raise SampleError(ErrorCode.IMAGE_DECODE, "image data is empty")
+    with _decode_errors():
+        img = Image.open(io.BytesIO(src))
+        _check_geometry(img.width, img.height, limits)
+        if budget is not None:
+            tokens = visual_tokens(img.width, img.height) if visual_tokens else 0
+            budget.charge(img.width, img.height, limits, tokens)
+    return LoadedImage(image=img, digest=hashlib.blake2b(src, digest_size=16).hexdigest())
+
+
+def decode_image(image: Image.Image) -> Image.Image:
+    """Decode an image :func:`open_image` opened, as RGB (the reference recipe's conversion).
+    Raises :class:`SampleError` (``image_decode_error``, ``image_too_large`` for a bomb)."""
+    with _decode_errors():
+        image.load()
+    return image if image.mode == "RGB" else _to_rgb(image)
+
+
+def load_image(
+    ref: Any,
+    policy: MediaPolicy,
+    limits: Limits,
+    budget: PixelBudget | None = None,
+    visual_tokens: Callable[[int, int], int] | None = None,
+) -> LoadedImage:
+    """Resolve, check and decode one image reference to an RGB PIL image (:func:`open_image` then
+    :func:`decode_image`). Raises :class:`SampleError`."""
+    opened = open_image(ref, policy, limits, budget, visual_tokens)
+    return LoadedImage(image=decode_image(opened.image), digest=opened.digest)
+
+
+@contextlib.contextmanager
+def _decode_errors() -> Iterator[None]:
+    """PIL's many failure types → :class:`SampleError`; decompression-bomb warnings are errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except SampleError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SampleError(ErrorCode.IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}") from exc
+    except Exception as exc:  # PIL raises many types for bad data
+        raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {exc}") from exc
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

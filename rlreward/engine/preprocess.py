@@ -30,7 +30,16 @@ import torch
 
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
-from rlreward.engine.media import PixelBudget, check_path, check_video_file, ensure_video_reader, load_image
+from rlreward.engine.image_cache import ImageCache, PreparedImage
+from rlreward.engine.media import (
+    PixelBudget,
+    check_path,
+    check_video_file,
+    decode_image,
+    ensure_video_reader,
+    load_image,
+    open_image,
+)
 from rlreward.schema import ErrorCode, SampleError
 
 _ROLES = {"system", "user", "assistant"}
@@ -343,13 +352,28 @@ class Preprocessor:
     """Turns samples into :class:`PreparedSample` for one loaded model.
 
     ``processor`` is the model's HF processor; ``rope_index`` is the model's ``get_rope_index``
-    (a pure function of token ids and grids), or ``None`` for text-only models.
+    (a pure function of token ids and grids), or ``None`` for text-only models; ``pixel_dtype`` the
+    dtype the device computes in (pixel tensors are kept in it: the vision tower casts to it first).
+    Images are prepared once per content (:attr:`images`, :mod:`rlreward.engine.image_cache`).
     """
 
-    def __init__(self, processor: Any, config: ScorerConfig, rope_index: Any = None) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        config: ScorerConfig,
+        rope_index: Any = None,
+        pixel_dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.processor = processor
         self.config = config
         self.rope_index = rope_index
+        self.pixel_dtype = pixel_dtype
+        self.images = ImageCache(config.batching.image_cache_bytes)
+        # The processor's own placeholder expansion, used when the images come from the cache.
+        self._expands = all(
+            callable(getattr(processor, a, None))
+            for a in ("replace_image_token", "get_text_with_replacements")
+        ) and callable(getattr(processor, "image_processor", None))
         tok = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         self.tokenizer = tok
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -413,7 +437,7 @@ class Preprocessor:
                             ErrorCode.TOO_MANY_IMAGES,
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
-                    loaded = load_image(
+                    loaded = open_image(  # header only: decoded later unless already prepared
                         item["image"],
                         cfg.media,
                         limits,
@@ -461,7 +485,6 @@ class Preprocessor:
 
     def prepare(self, sample: Any) -> PreparedSample:
         """Validate and preprocess one sample. Raises :class:`SampleError`."""
-        from qwen_vl_utils import process_vision_info
 
         if isinstance(sample, dict) and "rendered_text" in sample:
             return self._prepare_rendered(sample)
@@ -472,58 +495,12 @@ class Preprocessor:
         check_text(texts, limits)
         messages, digests = self._vision_items(messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        has_vision = any(
-            isinstance(m["content"], list) and any(i["type"] != "text" for i in m["content"])
-            for m in messages
-        )
+        kinds = {i["type"] for m in messages if isinstance(m["content"], list) for i in m["content"]}
         readers: list[str] = []
-        if has_vision:
-            has_file = any(
-                isinstance(m["content"], list)
-                and any(i["type"] == "video" and isinstance(i["video"], str) for i in m["content"])
-                for m in messages
-            )
-            reader = ensure_video_reader() if has_file else None
-            try:
-                # First resize, literally the card's call (metadata only adds which reader ran).
-                image_inputs, video_pairs, _ = process_vision_info(
-                    messages, return_video_kwargs=True, return_video_metadata=True
-                )
-            except SampleError:
-                raise
-            except Exception as exc:
-                has_video = any(
-                    isinstance(m["content"], list) and any(i["type"] == "video" for i in m["content"])
-                    for m in messages
-                )
-                raise SampleError(
-                    ErrorCode.VIDEO_ERROR if has_video else ErrorCode.IMAGE_DECODE,
-                    f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
-                ) from exc
-            video_inputs = [v for v, _ in video_pairs] if video_pairs else None
-            for _, meta in video_pairs or []:
-                ran = meta.get("video_backend", "frames")
-                if ran != "frames" and ran != reader:
-                    # qwen-vl-utils falls back to torchvision when the reader fails: refuse, do not
-                    # score frames sampled by another decoder.
-                    raise SampleError(
-                        ErrorCode.VIDEO_ERROR,
-                        f"the video was read by {ran}, not {reader} (the {reader} read failed)",
-                    )
-                readers.append(ran)
-            try:
-                # Second resize: the checkpoint's processor, called as the card calls it.
-                inputs = self.processor(
-                    text=[text],
-                    images=image_inputs,
-                    videos=video_inputs,
-                    padding=False,
-                    return_tensors="pt",
-                )
-            except Exception as exc:
-                raise SampleError(
-                    ErrorCode.IMAGE_DECODE, f"the processor rejected the images: {exc}"
-                ) from exc
+        if "image" in kinds and "video" not in kinds and self._expands:
+            inputs = self._with_prepared_images(messages, text, digests)
+        elif kinds - {"text"}:
+            inputs, readers = self._with_media(messages, text)
         else:
             inputs = self.processor(text=[text], padding=False, return_tensors="pt")
         input_ids = inputs["input_ids"][0]
@@ -546,6 +523,111 @@ class Preprocessor:
         )
         prepared.position_ids = self._positions(prepared, inputs.get("mm_token_type_ids"))
         return prepared
+
+    def _with_media(self, messages: list[dict], text: str) -> tuple[Any, list[str]]:
+        """The processor's outputs for a conversation with a video (and maybe images), and which
+        reader decoded each video: the card's two calls on the whole conversation."""
+        from qwen_vl_utils import process_vision_info
+
+        readers: list[str] = []
+        for m in messages:
+            for i in m["content"] if isinstance(m["content"], list) else ():
+                if i["type"] == "image":
+                    i["image"] = decode_image(i["image"])
+        has_file = any(
+            isinstance(m["content"], list)
+            and any(i["type"] == "video" and isinstance(i["video"], str) for i in m["content"])
+            for m in messages
+        )
+        reader = ensure_video_reader() if has_file else None
+        try:
+            # First resize, literally the card's call (metadata only adds which reader ran).
+            image_inputs, video_pairs, _ = process_vision_info(
+                messages, return_video_kwargs=True, return_video_metadata=True
+            )
+        except SampleError:
+            raise
+        except Exception as exc:
+            has_video = any(
+                isinstance(m["content"], list) and any(i["type"] == "video" for i in m["content"])
+                for m in messages
+            )
+            raise SampleError(
+                ErrorCode.VIDEO_ERROR if has_video else ErrorCode.IMAGE_DECODE,
+                f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
+            ) from exc
+        video_inputs = [v for v, _ in video_pairs] if video_pairs else None
+        for _, meta in video_pairs or []:
+            ran = meta.get("video_backend", "frames")
+            if ran != "frames" and ran != reader:
+                # qwen-vl-utils falls back to torchvision when the reader fails: refuse, do not
+                # score frames sampled by another decoder.
+                raise SampleError(
+                    ErrorCode.VIDEO_ERROR,
+                    f"the video was read by {ran}, not {reader} (the {reader} read failed)",
+                )
+            readers.append(ran)
+        try:
+            # Second resize: the checkpoint's processor, called as the card calls it.
+            inputs = self.processor(
+                text=[text],
+                images=image_inputs,
+                videos=video_inputs,
+                padding=False,
+                return_tensors="pt",
+            )
+        except Exception as exc:
+            raise SampleError(ErrorCode.IMAGE_DECODE, f"the processor rejected the images: {exc}") from exc
+        return inputs, readers
+
+    def _with_prepared_images(self, messages: list[dict], text: str, digests: list[str]) -> dict[str, Any]:
+        """The processor's outputs for a conversation whose images (no video) come from
+        :attr:`images`: each distinct image prepared once (:meth:`_prepare_image`), the text's
+        placeholders expanded by the processor's own ``replace_image_token`` and
+        ``get_text_with_replacements``, then tokenised by the processor as the card's call does."""
+        items = [
+            i
+            for m in messages
+            if isinstance(m["content"], list)
+            for i in m["content"]
+            if i["type"] == "image"
+        ]
+        parts = [self.images.get(d, lambda it=it: self._prepare_image(it)) for d, it in zip(digests, items)]
+        if len(parts) == 1:
+            image = parts[0]
+        else:  # the sample's images concatenated once, shared by the samples showing the same ones
+            image = self.images.get(
+                tuple(digests),
+                lambda: PreparedImage(
+                    torch.cat([p.pixel_values for p in parts]), torch.cat([p.image_grid_thw for p in parts])
+                ),
+            )
+        grids = {"image_grid_thw": image.image_grid_thw}
+        replacements = [self.processor.replace_image_token(grids, i) for i in range(len(items))]
+        expanded, _ = self.processor.get_text_with_replacements([text], replacements, [], [])
+        inputs = dict(self.processor(text=expanded, padding=False, return_tensors="pt"))
+        inputs["pixel_values"], inputs["image_grid_thw"] = image.pixel_values, image.image_grid_thw
+        return inputs
+
+    def _prepare_image(self, item: dict) -> PreparedImage:
+        """Decode one image item, resize it as the card's recipe does (qwen-vl-utils'
+        ``process_vision_info`` with the item's keys, then the checkpoint's image processor) and
+        patchify it; pixels in :attr:`pixel_dtype`."""
+        from qwen_vl_utils import process_vision_info
+
+        item = {**item, "image": decode_image(item["image"])}
+        try:
+            images, _ = process_vision_info([{"role": "user", "content": [item]}])
+        except Exception as exc:
+            raise SampleError(
+                ErrorCode.IMAGE_DECODE,
+                f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
+            ) from exc
+        try:
+            out = self.processor.image_processor(images=images, return_tensors="pt")
+        except Exception as exc:
+            raise SampleError(ErrorCode.IMAGE_DECODE, f"the processor rejected the images: {exc}") from exc
+        return PreparedImage(out["pixel_values"].to(self.pixel_dtype), out["image_grid_thw"])
 
     def _prepare_rendered(self, sample: dict) -> PreparedSample:
         """``{"rendered_text": str, "add_special_tokens": bool = True}``: text already rendered with

@@ -42,6 +42,7 @@ from rlreward.engine.head import ValueHead, load_value_head, resolve_head_file
 from rlreward.engine.media import VIDEO_READER
 from rlreward.engine.passes import PassRunner, PrefixKV
 from rlreward.engine.preprocess import VIDEO_ITEM_KEYS, PreparedSample, Preprocessor, processor_bounds
+from rlreward.engine.vision_attention import batch_vision_windows
 from rlreward.schema import ErrorCode, SampleError, ScoreResult
 
 log = logging.getLogger("rlreward")
@@ -213,13 +214,15 @@ class Scorer:
         self.processor = processor
         self.head = head.to(self.device)
         rope = getattr(backbone, "get_rope_index", None)
-        self.preprocessor = Preprocessor(processor, config, rope_index=rope)
+        self.preprocessor = Preprocessor(processor, config, rope_index=rope, pixel_dtype=self.dtype)
         cfg = backbone.config
         self.image_token_id = getattr(cfg, "image_token_id", None)
         self.video_token_id = getattr(cfg, "video_token_id", None)
         self._vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._vision_cache_size = config.batching.vision_cache_size
         self.runner = PassRunner(self, config.batching.max_batch_tokens)
+        #: Vision attention modules running equal-size windows as one call per layer.
+        self.batched_vision_windows = batch_vision_windows(backbone)
 
     @classmethod
     def from_config(cls, config: ScorerConfig) -> Scorer:
@@ -484,6 +487,7 @@ class Scorer:
             "shared_path_failures": c.shared_path_failures,
             "out_of_memory": c.out_of_memory,
             "budget_tokens": self.runner.budget_tokens,
+            "image_cache": self.preprocessor.images.stats(),
         }
 
     def plan(self, items: Sequence[PreparedSample]) -> list[ForwardPass]:
