@@ -11,11 +11,14 @@ Contract: :meth:`ImageCache.get` returns the value for a key, computing it at mo
 is cached). Entries are kept least-recently-used first out while their tensors' bytes stay within
 ``max_bytes`` (``BatchingConfig.image_cache_bytes``); an entry larger than that is returned but not
 kept; 0 keeps nothing (threads still share an in-flight computation). Samples already prepared keep
-their tensors whatever the cache evicts.
+their tensors whatever the cache evicts. An inline reference (base64, data URI) is also remembered by
+its own hash (:func:`reference_key`), so the same string sent again is neither base64-decoded nor
+hashed twice while its prepared pixels are cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -39,6 +42,35 @@ class PreparedImage:
         return self.pixel_values.untyped_storage().nbytes() + self.image_grid_thw.untyped_storage().nbytes()
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What opening an inline image reference established: its content digest and size."""
+
+    digest: str
+    width: int
+    height: int
+
+
+#: Inline references shorter than this are not remembered (hashing them saves nothing).
+_MIN_INLINE_REF = 4096
+
+
+def reference_key(ref: Any) -> bytes | None:
+    """A hash of an image reference that can only be inline data (a ``data:`` URI, or a string longer
+    than any path that is not a URL: base64), so that the same reference sent again need not be
+    base64-decoded and hashed again; ``None`` for anything that could name a file or a URL (whose
+    content may change) and for short strings."""
+    if not isinstance(ref, str) or len(ref) < _MIN_INLINE_REF:
+        return None
+    if not ref.startswith("data:") and ("://" in ref[:16] or ref.startswith(("~", "./", "../"))):
+        return None
+    return hashlib.blake2b(ref.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+#: Most inline references remembered (about 100 bytes each).
+_MAX_REFS = 8192
+
+
 class ImageCache:
     """Bounded-bytes LRU of :class:`PreparedImage` with in-flight de-duplication (thread-safe)."""
 
@@ -46,10 +78,27 @@ class ImageCache:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[Hashable, PreparedImage] = OrderedDict()
         self._inflight: dict[Hashable, Future] = {}
+        self._refs: OrderedDict[bytes, ImageHeader] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def header(self, ref_key: bytes) -> ImageHeader | None:
+        """The header facts of an inline reference opened before (:func:`reference_key`)."""
+        with self._lock:
+            return self._refs.get(ref_key)
+
+    def remember(self, ref_key: bytes, header: ImageHeader) -> None:
+        with self._lock:
+            self._refs[ref_key] = header
+            self._refs.move_to_end(ref_key)
+            while len(self._refs) > _MAX_REFS:
+                self._refs.popitem(last=False)
 
     def get(self, key: Hashable, compute: Callable[[], PreparedImage]) -> PreparedImage:
         with self._lock:

@@ -451,6 +451,50 @@ def _decode_errors() -> Iterator[None]:
         raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {exc}") from exc
 
 
+def first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
+    """(height, width) qwen-vl-utils' ``fetch_image`` resizes an image item to (its own
+    ``smart_resize``, with the item's ``resized_height``/``resized_width`` or ``min_pixels``/
+    ``max_pixels``, else its defaults), and how that was decided. Raises ``ValueError`` when the
+    item's ``min_pixels`` is above its ``max_pixels``."""
+    from qwen_vl_utils import vision_process as vp
+
+    factor = 14 * vp.SPATIAL_MERGE_SIZE
+    if "resized_height" in item and "resized_width" in item:
+        h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
+        return h, w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
+    lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
+    hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
+    if lo > hi:
+        raise ValueError(f"min_pixels {lo} is above max_pixels {hi} (qwen-vl-utils' default)")
+    h, w = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+    return h, w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
+
+
+def check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
+    """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
+
+    The first resize honours the item's ``min_pixels``/``resized_height``/``resized_width``, and
+    they can *enlarge* an image: ``min_pixels: 1e15`` would be a memory bomb. The area it would
+    produce (qwen-vl-utils' own ``smart_resize``, for an image of known size; the keys alone for a
+    video) must be at most ``limits.max_image_pixels``, like any decoded image.
+    Raises :class:`SampleError`: ``image_too_large``, or ``bad_content`` for keys qwen-vl-utils refuses.
+    """
+    cap = limits.max_image_pixels
+    if ("resized_height" in item and "resized_width" in item) or (width is not None and height is not None):
+        try:
+            h, w, why = first_resize(item, width, height)
+        except ValueError as exc:
+            raise SampleError(ErrorCode.BAD_CONTENT, str(exc)) from exc
+        area = h * w
+    else:
+        area, why = item.get("min_pixels", 0), f"min_pixels {item.get('min_pixels')}"
+    if area > cap:
+        raise SampleError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"{why} would be resized to {area} pixels, over the limit of {cap} (limits.max_image_pixels)",
+        )
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     # Exactly the reference recipe's conversion (qwen-vl-utils' fetch_image): RGBA is composited on
     # white, every other mode goes through PIL's convert("RGB").

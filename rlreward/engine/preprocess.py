@@ -23,6 +23,7 @@ serving replica keeps off its event loop. Failures raise :class:`SampleError` fo
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +31,15 @@ import torch
 
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
-from rlreward.engine.image_cache import ImageCache, PreparedImage
+from rlreward.engine.image_cache import ImageCache, ImageHeader, PreparedImage, reference_key
 from rlreward.engine.media import (
     PixelBudget,
+    check_item_resize,
     check_path,
     check_video_file,
     decode_image,
     ensure_video_reader,
+    first_resize,
     load_image,
     open_image,
 )
@@ -304,48 +307,10 @@ def processor_bounds(image_processor: Any) -> tuple[int | None, int | None]:
     return get("shortest_edge"), get("longest_edge")
 
 
-def _first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
-    """(height, width) qwen-vl-utils' ``fetch_image`` resizes an image item to (its own
-    ``smart_resize``, with the item's ``resized_height``/``resized_width`` or ``min_pixels``/
-    ``max_pixels``, else its defaults), and how that was decided. Raises ``ValueError`` when the
-    item's ``min_pixels`` is above its ``max_pixels``."""
-    from qwen_vl_utils import vision_process as vp
-
-    factor = 14 * vp.SPATIAL_MERGE_SIZE
-    if "resized_height" in item and "resized_width" in item:
-        h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
-        return h, w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
-    lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
-    hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
-    if lo > hi:
-        raise ValueError(f"min_pixels {lo} is above max_pixels {hi} (qwen-vl-utils' default)")
-    h, w = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
-    return h, w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
-
-
-def _check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
-    """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
-
-    The first resize honours the item's ``min_pixels``/``resized_height``/``resized_width``, and
-    they can *enlarge* an image: ``min_pixels: 1e15`` would be a memory bomb. The area it would
-    produce (qwen-vl-utils' own ``smart_resize``, for an image of known size; the keys alone for a
-    video) must be at most ``limits.max_image_pixels``, like any decoded image.
-    Raises :class:`SampleError`: ``image_too_large``, or ``bad_content`` for keys qwen-vl-utils refuses.
-    """
-    cap = limits.max_image_pixels
-    if ("resized_height" in item and "resized_width" in item) or (width is not None and height is not None):
-        try:
-            h, w, why = _first_resize(item, width, height)
-        except ValueError as exc:
-            raise SampleError(ErrorCode.BAD_CONTENT, str(exc)) from exc
-        area = h * w
-    else:
-        area, why = item.get("min_pixels", 0), f"min_pixels {item.get('min_pixels')}"
-    if area > cap:
-        raise SampleError(
-            ErrorCode.IMAGE_TOO_LARGE,
-            f"{why} would be resized to {area} pixels, over the limit of {cap} (limits.max_image_pixels)",
-        )
+def _opened(image: Any) -> Any:
+    """An image item's opened image: a PIL image, or the deferred ``open_image`` call of a reference
+    whose prepared pixels were cached when its item was built (run it when they are gone)."""
+    return image().image if callable(image) else image
 
 
 class Preprocessor:
@@ -409,7 +374,7 @@ class Preprocessor:
         if not (isinstance(patch, int) and isinstance(merge, int) and lo2 and hi2):
             return 0
         try:
-            h1, w1, _ = _first_resize(item, width, height)
+            h1, w1, _ = first_resize(item, width, height)
             h2, w2 = vp.smart_resize(h1, w1, factor=patch * merge, min_pixels=lo2, max_pixels=hi2)
         except Exception:
             return 0
@@ -417,7 +382,7 @@ class Preprocessor:
 
     def _vision_items(self, messages: list[dict]) -> tuple[list[dict], list[str]]:
         """Decode every image/video ref in place (on a copy) and attach the resize bounds."""
-        cfg, limits = self.config, self.config.limits
+        limits = self.config.limits
         digests: list[str] = []
         n_images = 0
         # Every rendered sample has at least <|im_start|>/<|im_end|> around a user and an assistant turn.
@@ -437,20 +402,9 @@ class Preprocessor:
                             ErrorCode.TOO_MANY_IMAGES,
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
-                    loaded = open_image(  # header only: decoded later unless already prepared
-                        item["image"],
-                        cfg.media,
-                        limits,
-                        budget,
-                        lambda w, h, it=item: self.image_tokens(it, w, h),
-                    )
-                    _check_item_resize(item, loaded.image.width, loaded.image.height, limits)
-                    # Vision reuse keys on the pixels the model sees: the same file resized under
-                    # other per-item keys is another image.
-                    keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
-                    digests.append(loaded.digest + (f"|{sorted(keys.items())}" if keys else ""))
-                    # The item's own resize keys pass through to qwen-vl-utils; none are added.
-                    new_items.append({**item, "image": loaded.image})
+                    new_item, digest = self._image_item(item, budget)
+                    digests.append(digest)
+                    new_items.append(new_item)
                 elif item["type"] == "video":
                     new_items.append(self._video_item(item, budget))
                 else:
@@ -458,13 +412,43 @@ class Preprocessor:
             out.append({"role": msg["role"], "content": new_items})
         return out, digests
 
+    def _image_item(self, item: dict, budget: PixelBudget) -> tuple[dict, str]:
+        """An image item with its image opened (header read and charged, pixels decoded later only
+        if not already prepared), and its identity: content digest + per-item resize keys.
+
+        An inline reference (data URI, base64) already opened here is not decoded from base64 again
+        while its prepared pixels are cached: its header facts are remembered by a hash of the
+        reference itself, and the image is charged and checked from them."""
+        cfg, limits = self.config, self.config.limits
+        ref = item["image"]
+        keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
+        # Vision reuse keys on the pixels the model sees: the same file resized under other
+        # per-item keys is another image.
+        suffix = f"|{sorted(keys.items())}" if keys else ""
+        rkey = reference_key(ref)
+        seen = self.images.header(rkey) if rkey is not None else None
+        if seen is not None and seen.digest + suffix in self.images:
+            if budget is not None:
+                budget.charge(
+                    seen.width, seen.height, limits, self.image_tokens(item, seen.width, seen.height)
+                )
+            check_item_resize(item, seen.width, seen.height, limits)
+            opener = functools.partial(open_image, ref, cfg.media, limits)  # if evicted meanwhile
+            return {**item, "image": opener}, seen.digest + suffix
+        loaded = open_image(ref, cfg.media, limits, budget, lambda w, h: self.image_tokens(item, w, h))
+        check_item_resize(item, loaded.image.width, loaded.image.height, limits)
+        if rkey is not None:
+            self.images.remember(rkey, ImageHeader(loaded.digest, loaded.image.width, loaded.image.height))
+        # The item's own resize keys pass through to qwen-vl-utils; none are added.
+        return {**item, "image": loaded.image}, loaded.digest + suffix
+
     def _video_item(self, item: dict, budget: PixelBudget | None = None) -> dict:
         cfg, limits = self.config, self.config.limits
         ref = item["video"]
         extra = {k: v for k, v in item.items() if k not in ("type", "video")}
         if cfg.video_max_pixels is not None and "max_pixels" not in extra:
             extra["max_pixels"] = cfg.video_max_pixels  # the named deviation
-        _check_item_resize(extra, None, None, limits)
+        check_item_resize(extra, None, None, limits)
         if isinstance(ref, list):
             if len(ref) > limits.max_video_frames:
                 raise SampleError(
@@ -605,7 +589,11 @@ class Preprocessor:
         grids = {"image_grid_thw": image.image_grid_thw}
         replacements = [self.processor.replace_image_token(grids, i) for i in range(len(items))]
         expanded, _ = self.processor.get_text_with_replacements([text], replacements, [], [])
-        inputs = dict(self.processor(text=expanded, padding=False, return_tensors="pt"))
+        # The processor's text step (its tokenizer, its modality ids), without its per-call overhead.
+        inputs = dict(self.tokenizer(expanded, padding=False, return_tensors="pt"))
+        inputs["mm_token_type_ids"] = torch.tensor(
+            self.processor.create_mm_token_type_ids(inputs["input_ids"].tolist())
+        )
         inputs["pixel_values"], inputs["image_grid_thw"] = image.pixel_values, image.image_grid_thw
         return inputs
 
@@ -615,7 +603,7 @@ class Preprocessor:
         patchify it; pixels in :attr:`pixel_dtype`."""
         from qwen_vl_utils import process_vision_info
 
-        item = {**item, "image": decode_image(item["image"])}
+        item = {**item, "image": decode_image(_opened(item["image"]))}
         try:
             images, _ = process_vision_info([{"role": "user", "content": [item]}])
         except Exception as exc:
