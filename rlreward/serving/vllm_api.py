@@ -28,7 +28,7 @@ Responses::
                 "data": [{"index", "label": null, "probs": [value], "num_classes": 1}], "usage"}
     /pooling   {"id": "pooling-…", ..., "data": [{"index", "object": "pooling", "data": [value]}], "usage"}
     /score     {"id": "score-…", ..., "data": [{"index", "object": "score", "score": value}], "usage"}
-    /rerank    {"id": "score-…", "model", "usage", "results": [{"index", "document", "relevance_score"}]}
+    /rerank    {"id": "rerank-…", "model", "usage", "results": [{"index", "document", "relevance_score"}]}
 
 ``usage`` is ``{"prompt_tokens", "total_tokens", "completion_tokens": 0, "prompt_tokens_details": null}``
 (tokens scored, visual tokens included).
@@ -535,7 +535,7 @@ async def rerank(payload: Any, ctx: VllmContext, score_fn: ScoreFn) -> dict[str,
     ranked.sort(key=lambda r: r["relevance_score"], reverse=True)
     n = int(sum(tokens))
     return {
-        "id": f"score-{ctx.request_id or uuid.uuid4().hex}",  # vLLM's scoring handler answers /rerank
+        "id": f"rerank-{ctx.request_id or uuid.uuid4().hex}",  # vLLM's do_rerank: "rerank-" + request id
         "model": ctx.model_name,
         "usage": {"prompt_tokens": n, "total_tokens": n},
         "results": ranked[: req.top_n] if req.top_n else ranked,
