@@ -181,7 +181,8 @@ def main() -> None:
     from ray import serve
 
     from rlreward.offline.tune.measure import calibrate
-    from rlreward.offline.tune.simulator import ReplicaModel, simulate
+    from rlreward.offline.tune.policy import ReplicaModel
+    from rlreward.offline.tune.simulator import simulate
     from rlreward.offline.tune.sweep import serving_from_app_config
     from rlreward.offline.tune.workload import grpo_workload
     from rlreward.serving.app import build_app

@@ -19,7 +19,8 @@ Without ``--evaluate`` the JSON has ``pareto`` (a list of ``{"config", "reward_s
 "replica_seconds"}``), ``recommended``, ``recommended_without_hints`` and every simulated ``points``;
 with it, ``predicted: {"reward_stage_s", "replica_seconds", ...}``. Reward-stage time is the mean per
 step of first request sent → last score back (seconds); replica-seconds is the whole run's.
-The model and its simplifications: :mod:`rlreward.offline.tune.simulator`.
+The model and its simplifications: :mod:`rlreward.offline.tune.policy` and
+:mod:`rlreward.offline.tune.simulator`.
 Bad input prints one line (``rlreward tune: error: ...``) and returns 2.
 """
 
@@ -33,7 +34,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rlreward.offline.tune.simulator import HintPolicy, ReplicaModel, ServeTiming, simulate
+from rlreward.offline.tune.policy import HintPolicy, ReplicaModel, ServeTiming
+from rlreward.offline.tune.simulator import simulate
 from rlreward.offline.tune.sweep import (
     Grid,
     base_app_config,

@@ -25,15 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .simulator import (
-    AutoscalingSpec,
-    HintPolicy,
-    ReplicaModel,
-    ServeTiming,
-    ServingSpec,
-    SimResult,
-    simulate,
-)
+from .policy import AutoscalingSpec, HintPolicy, ReplicaModel, ServeTiming, ServingSpec
+from .simulator import SimResult, simulate
 from .workload import Workload
 
 
