@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlreward.offline.evaluation import Pair, outcome_of
+from rlreward.offline.eval import Pair, outcome_of
 
 if TYPE_CHECKING:  # torch stays out of module import
     import torch
@@ -193,7 +193,7 @@ class TrainResult:
 def pairwise_accuracy(scorer: Any, pairs: Sequence[Pair]) -> float:
     """Fraction of ``pairs`` whose chosen answer ``scorer`` ranks above the rejected one, by the rules
     of ``rlreward eval`` (ties and errors are wrong)."""
-    from rlreward.offline.evaluation import score_pairs
+    from rlreward.offline.eval import score_pairs
 
     outcomes = score_pairs(pairs, scorer)
     return sum(o.correct for o in outcomes) / max(1, len(outcomes))

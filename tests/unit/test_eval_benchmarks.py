@@ -1,4 +1,4 @@
-"""Per-benchmark loaders and official metrics (``rlreward.offline.benchmarks``), on given scores.
+"""Per-benchmark loaders and official metrics (``rlreward.offline.eval``), on given scores.
 
 Every fixture is written here in the benchmark's own schema (not copied from the data), and every
 expected number is computed by hand in the test from the scores the test chose, following the rule
@@ -11,25 +11,19 @@ import random
 
 import pytest
 
-from rlreward.offline.benchmarks import (
-    PAPER,
+from rlreward.offline.eval import PAPER, Group, Pair, detect_format, records_to_items
+from rlreward.offline.eval.best_of_k import ranked_pairs_accuracy
+from rlreward.offline.eval.items import vl_rewardbench_key
+from rlreward.offline.eval.mm_rewardbench import mm_rewardbench_credit
+from rlreward.offline.eval.mm_rlhf_rewardbench import mm_rlhf_category, mm_rlhf_scores
+from rlreward.offline.eval.outcomes import best_of_k_correct, verdict
+from rlreward.offline.eval.rewardbench import (
     REWARDBENCH_EXAMPLE_COUNTS,
     REWARDBENCH_SECTIONS,
-    Group,
-    Pair,
-    best_of_k_correct,
-    detect_format,
-    mm_rewardbench_credit,
-    mm_rlhf_category,
-    mm_rlhf_scores,
-    ranked_pairs_accuracy,
-    records_to_items,
     rewardbench_scores,
     rewardbench_sections,
-    verdict,
-    vl_rewardbench_key,
-    vl_rewardbench_official,
 )
+from rlreward.offline.eval.vl_rewardbench import vl_rewardbench_official
 
 
 # -- RewardBench ---------------------------------------------------------------------------------------
@@ -375,7 +369,7 @@ def _eval(tmp_path, dataset, fmt, model, *extra):
     import json
 
     from rlreward.commands.main import main
-    from rlreward.offline.evaluation import EvalReport
+    from rlreward.offline.eval import EvalReport
 
     out = tmp_path / f"{fmt}-report.json"
     argv = ["eval", "--dataset", str(dataset), "--format", fmt, "--model", model, "-o", str(out)]
@@ -666,7 +660,7 @@ def test_rewardbench_folder_reads_the_filtered_split_by_default(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rlreward.offline.evaluation import load_items
+    from rlreward.offline.eval import load_items
 
     (tmp_path / "data").mkdir()
     filtered = [_rb(k, "hep-go") for k in range(3)]
@@ -682,7 +676,7 @@ def test_video_pairs_through_a_server_score_like_in_process(tmp_path, scorer):
     """--url: the frames of a video pair are read here and sent inline in the messages form."""
     from rlreward.engine.config import MediaPolicy
     from rlreward.engine.scorer import Scorer
-    from rlreward.offline.evaluation import RemoteBackend, load_items, score_items
+    from rlreward.offline.eval import RemoteBackend, load_items, score_items
     from tests.conftest import noise_png
     from tests.unit.test_eval_cli import _ScoreServer
 
