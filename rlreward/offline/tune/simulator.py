@@ -1,6 +1,6 @@
 """A deterministic discrete-event model of Ray Serve 2.60 autoscaling under RL reward traffic.
 
-``simulate(workload, serving, replica)`` replays a :class:`~.workload.Workload` against one reward
+``simulate(workload, serving, replica)`` replays a :class:`~.workload.Traffic` against one reward
 deployment and returns when every step's last score came back (:class:`SimResult`): the reward-stage
 time of each step (first request sent → last score back) and the replica-seconds paid (replicas
 alive — starting, running or draining — integrated from t=0 to the last score). Serve's math (metric
@@ -52,7 +52,7 @@ from .policy import (
     autoscaling_decision,
     metric_record_interval_s,
 )
-from .workload import Workload
+from .workload import Traffic
 
 __all__ = ["ReplicaRecord", "RequestRecord", "SimResult", "StepResult", "simulate"]
 
@@ -157,7 +157,7 @@ _QUEUED = "queued"
 
 
 class _Sim:
-    def __init__(self, workload: Workload, serving: ServingSpec, replica: ReplicaModel, timing: ServeTiming):
+    def __init__(self, workload: Traffic, serving: ServingSpec, replica: ReplicaModel, timing: ServeTiming):
         self.w, self.s, self.r, self.tm = workload, serving, replica, timing
         self.auto = serving.autoscaling
         self.heap: list[tuple[float, int, int, str, Any]] = []
@@ -549,7 +549,7 @@ class _Sim:
 
 
 def simulate(
-    workload: Workload,
+    workload: Traffic,
     serving: ServingSpec,
     replica: ReplicaModel,
     timing: ServeTiming | None = None,

@@ -94,8 +94,10 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
-class Workload:
-    """A sequence of steps; ``closed_loop`` says whether step starts follow the simulated scores."""
+class Traffic:
+    """What a trainer sends over a run, as the simulator replays it: a sequence of steps of requests
+    over time (named apart from :class:`rlreward.offline.bench.workloads.Workload`, a set of
+    samples); ``closed_loop`` says whether step starts follow the simulated scores."""
 
     steps: tuple[StepSpec, ...]
     closed_loop: bool
@@ -125,7 +127,7 @@ def grpo_workload(
     rollout_s: float = 0.0,
     samples_per_request: int | None = None,
     send_spread_s: float = 0.0,
-) -> Workload:
+) -> Traffic:
     """A described GRPO run: ``steps`` bursts of ``prompts × group`` samples.
 
     ``samples_per_request`` (default ``group``) must divide ``prompts × group`` evenly or leave a
@@ -160,7 +162,7 @@ def grpo_workload(
         f"GRPO: {steps} steps × {prompts} prompts × {group} completions, {per} samples/request, "
         f"update {update_s:g} s, rollout {rollout_s:g} s"
     )
-    return Workload(steps=step_list, closed_loop=True, description=desc)
+    return Traffic(steps=step_list, closed_loop=True, description=desc)
 
 
 def read_trace(path: str | Path) -> list[TraceRecord]:
@@ -205,7 +207,7 @@ def trace_workload(
     step_gap_s: float = 5.0,
     closed_loop: bool | None = None,
     description: str = "trace",
-) -> Workload:
+) -> Traffic:
     """Group trace records into steps (by ``step``, or by pauses > ``step_gap_s``) and build a workload.
 
     ``closed_loop=None`` picks closed loop when every record has ``step`` and ``latency_s`` and the
@@ -262,4 +264,4 @@ def trace_workload(
     )
     if not math.isfinite(sum(starts)):
         raise ValueError("trace times must be finite")
-    return Workload(steps=tuple(steps), closed_loop=closed, description=desc)
+    return Traffic(steps=tuple(steps), closed_loop=closed, description=desc)
