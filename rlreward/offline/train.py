@@ -29,7 +29,6 @@ Deterministic for a given ``seed`` on a given machine (same thread count).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import random
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlreward.offline.eval import Pair, outcome_of
+from rlreward.offline.synthetic import png_bytes
 
 if TYPE_CHECKING:  # torch stays out of module import
     import torch
@@ -92,12 +92,6 @@ def draw_shape(shape: str, colour: str, rng: random.Random, size: int = 56):
     return img
 
 
-def _png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 #: The three questions of the generated set: category → (prompt, answer template).
 QUESTIONS: dict[str, tuple[str, str]] = {
     "colour": ("What colour is the shape in the picture?", "The shape is {colour}."),
@@ -140,7 +134,7 @@ def shapes_pairs(n: int, seed: int, *, image_size: int = 56, as_png: bool = Fals
                 id=f"shapes-{seed}-{i}",
                 category=cat,
                 prompt=prompt,
-                images=[_png(img) if as_png else img],
+                images=[png_bytes(img) if as_png else img],
                 chosen=template.format(colour=colour, shape=shape),
                 rejected=rejected,
             )
