@@ -706,3 +706,43 @@ def test_video_pairs_through_a_server_score_like_in_process(tmp_path, scorer):
     for lr, rr in zip(local, remote):
         assert all(a.ok and b.ok for a, b in zip(lr, rr)), (lr, rr)
         assert [a.score for a in lr] == pytest.approx([b.score for b in rr], abs=1e-5)
+
+
+def test_a_new_benchmark_is_one_benchmark_subclass_and_one_registry_entry(monkeypatch):
+    # The seam: a format defined here (schema, loader, category, headline), registered, is detected,
+    # loaded, reported and rendered by the shared code with no other change.
+    from rlreward.offline.eval import build_report, markdown_table, outcome_of, registry
+    from rlreward.offline.eval.benchmark import Benchmark, Draft
+    from rlreward.schema import ScoreResult
+
+    class Duel(Benchmark):
+        name = "duel"
+        headline_metric = "wins"
+        detect_priority = 5
+
+        def detect(self, keys):
+            return {"winner", "loser"} <= keys
+
+        def load(self, i, record, base):
+            return Pair(str(i), record["arena"], "q", [], record["winner"], record["loser"])
+
+        def finish(self, draft: Draft) -> None:
+            draft.headline.rule = "wins = duels the winner won"
+
+    monkeypatch.setitem(registry.BENCHMARKS, "duel", Duel())
+    records = [{"winner": "w", "loser": "l", "arena": a} for a in ("x", "x", "y")]
+    fmt = detect_format(records[0])
+    items = records_to_items(records, fmt)
+    scores = [(2.0, 1.0), (0.0, 1.0), (3.0, 1.0)]  # right, wrong, right
+    outcomes = [
+        outcome_of(p, ScoreResult(score=c), ScoreResult(score=r), 0.0) for p, (c, r) in zip(items, scores)
+    ]
+    report = build_report(outcomes, dataset="d", fmt=fmt, model="m", bootstrap=0)
+    assert (report.headline.metric, report.headline.value, report.headline.rule) == (
+        "wins",
+        pytest.approx(200 / 3),
+        "wins = duels the winner won",
+    )
+    assert {c.name: c.correct for c in report.categories} == {"x": 1, "y": 1}
+    assert report.macro.value == pytest.approx(75.0)  # (1/2 + 1/1) / 2
+    assert "**Headline — wins: 66.7%**" in markdown_table(report)
