@@ -150,11 +150,11 @@ def yaml_header(job: SweepJob, base: dict[str, Any], replica: ReplicaModel, rec:
     ]
     if job.base_config is None:
         lines += [
-            "No --base-config: the packaged default's device-dependent values are left unset",
-            f"({', '.join(DEVICE_DEPENDENT_KEYS)}): scorer.device and scorer.dtype resolve",
-            "per device where the model loads (auto); replica.ray_actor_options is Ray's default (1 CPU,",
-            "no GPU): add `ray_actor_options: {num_gpus: 1}` under replica for one GPU per replica, or",
-            "rerun with --base-config configs/skywork-vl-7b.yaml.",
+            "No --base-config: the packaged (CPU) default's device-dependent values are left unset:",
+            f"{', '.join(DEVICE_DEPENDENT_KEYS)}. scorer.device and scorer.dtype",
+            "then resolve per device where the model loads (auto); replica.ray_actor_options is Ray's",
+            "default (1 CPU, no GPU): add `ray_actor_options: {num_gpus: 1}` under replica for one GPU",
+            "per replica, or rerun with --base-config configs/skywork-vl-7b.yaml.",
         ]
     if not (base.get("scorer") or {}).get("model"):
         lines.append("No scorer.model: serve it with `rlreward serve --config THIS.yaml --model MODEL`.")
