@@ -9,7 +9,7 @@ TINY ?= .cache/tiny
 TRAINED ?= .cache/tiny-trained
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration lint tiny bench clean
+.PHONY: setup demo test test-unit test-integration docs-test lint tiny bench clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ test-unit: setup tiny
 
 test-integration: setup tiny
 	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra tests/integration
+
+# The documents' checks: named files exist, docstrings <= 25 lines, every bash/python block runs
+# (docs/architecture.md, "Development").
+docs-test: setup tiny
+	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra tests/unit/test_docs.py tests/integration/test_docs_run.py
 
 lint: setup
 	$(BIN)/ruff check rlreward tests examples benchmarks
