@@ -5,39 +5,20 @@ records into :class:`Pair` (two answers) or :class:`Group` (K answers) items, an
 functions take the *scores* (or the verdicts derived from them) and compute what the benchmark's
 own scoring code computes. :mod:`rlreward.offline.evaluation` scores the items and writes reports.
 
-A reward model gives scores, not the text verdicts the generative-judge scorers parse. The mapping
-used throughout: a pair's verdict is ``"chosen"`` when the chosen answer scores higher, ``"rejected"``
-when it scores lower, ``"tie"`` when the two scores are equal (within the run's tie tolerance), and
-``"error"`` when either answer could not be scored. A tie is the analogue of a judge output with no
-parsable verdict.
+A pair's verdict is ``"chosen"`` when the chosen answer scores higher, ``"rejected"`` when lower,
+``"tie"`` within the run's tie tolerance (a judge output with no parsable verdict), ``"error"`` when
+either answer could not be scored. The official rule of each benchmark, and where it comes from:
 
-Benchmarks and the official code each rule is taken from:
+* RewardBench (``rewardbench/constants.py``, ``utils.py``): :func:`rewardbench_scores`;
+* VL-RewardBench (``cal.py``): :func:`vl_rewardbench_category`, :func:`vl_rewardbench_official`;
+* Multimodal RewardBench (``scripts/2_get_accuracy.py``, its seeded coin for no verdict):
+  :func:`mm_rewardbench_credit`;
+* MM-RLHF-RewardBench (``cal_performance_mmreweard_bench.py``): :func:`mm_rlhf_scores`;
+* best-of-K (no official scorer; our rule): :func:`best_of_k_correct`.
 
-* **RewardBench** (``allenai/reward-bench``; ``rewardbench/constants.py`` ``EXAMPLE_COUNTS`` and
-  ``SUBSET_MAPPING``, ``rewardbench/utils.py`` ``calculate_scores_per_section``, ``scripts/run_rm.py``):
-  a pair is right iff ``chosen > rejected`` (ties wrong); per-subset accuracy; a section is the
-  ``EXAMPLE_COUNTS``-weighted mean of its subsets' accuracies (``math-prm`` weighted 984, not its 447
-  rows, to equal the six 164-row code subsets together); the leaderboard score (the model card's
-  90.1) is the unweighted mean of the four sections. See :func:`rewardbench_scores`.
-* **VL-RewardBench** (``vl-rewardbench/VL_RewardBench`` ``cal.py``): category from the id prefix
-  (:func:`vl_rewardbench_category`); group accuracy = agree / (agree + reject), so items without a
-  verdict are left out of numerator and denominator; overall = pooled over groups, macro = mean of
-  the three group accuracies. See :func:`vl_rewardbench_official`.
-* **Multimodal RewardBench** (``facebookresearch/multimodal_rewardbench``
-  ``scripts/2_get_accuracy.py``; the label from ``scripts/1_run_model_as_judge_gpt4o.py``): label
-  ``B`` iff ``Better == "Output2"``, else ``A``; a judgment without a tag is a coin flip
-  (``random.seed(123)`` once, then ``random.random() < 0.5`` → ``A``, drawn in file order); safety and
-  reasoning split by ID prefix; ``all`` pooled. See :func:`mm_rewardbench_credit`.
-* **MM-RLHF-RewardBench** (``Kwai-YuanQi/MM-RLHF`` ``llava/eval/cal_performance_mmreweard_bench.py``):
-  right iff ``rewards[0] > rewards[1]`` (chosen first, ties wrong); accuracy over pairs; acc+ over
-  question ids (all pairs of the id right); categories by keyword in the image/video path. See
-  :func:`mm_rlhf_scores`.
-* **Best-of-K** (no official scorer; the rule is ours and documented in :func:`best_of_k_correct`).
-
-Errored items (an answer that could not be scored, a malformed record) have no score for the
-official code to look at; they count as wrong in every headline here (so a broken deployment cannot
-score better by failing) and are listed in the report. The only exception is the named VL-RewardBench
-variant that reproduces ``cal.py``'s "no verdict → left out".
+Errored items count as wrong in every headline (a broken deployment cannot score better by
+failing) and are listed in the report; the one exception is the named VL-RewardBench variant that
+reproduces ``cal.py``'s "no verdict → left out". The manual: docs/evaluation.md.
 """
 
 from __future__ import annotations

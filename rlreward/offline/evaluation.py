@@ -1,62 +1,24 @@
 """``rlreward eval``: a reward model on the benchmarks its authors report, scored as their code scores it.
 
 Check that a deployment scores like the paper (Skywork-VL-Reward-7B: VL-RewardBench 73.1 overall /
-69.0 macro, RewardBench 90.1) before spending GPU-days of RL on it.
+69.0 macro, RewardBench 90.1) before spending GPU-days of RL on it. Formats (``--format``; ``auto``
+looks at the first record's keys): ``vl-rewardbench``, ``mm-rewardbench``, ``rewardbench``,
+``mm-rlhf-rewardbench``, ``best-of-k``, ``pairs``; their schemas, category rules and official
+metrics are in :mod:`rlreward.offline.benchmarks`. Files are JSON, JSONL, parquet or a folder of
+them, else a Hugging Face dataset id; image paths are read only under ``--image-root`` (default: the
+dataset's own folder).
 
-Formats (``--format``; ``auto`` looks at the first record's keys). The schemas, the category rules
-and the official metric of each are in :mod:`rlreward.offline.benchmarks`:
+Scoring rules (pinned down by the tests): a pair is correct only when the chosen answer scores
+strictly higher (a tie, within ``--tie-tolerance``, is wrong); an item whose answer could not be
+scored is wrong in every headline and listed in ``error_list``; overall accuracy is pooled, macro is
+the mean of the categories; 95% intervals are stratified percentile bootstraps (``--bootstrap``,
+``--seed``).
 
-* ``vl-rewardbench`` (HF ``MMInstruction/VL-RewardBench``): ``id``, ``query``, ``image`` (or
-  ``image_path``), ``response`` [2], ``human_ranking`` [2]. Headline ``overall`` (``macro`` beside).
-* ``mm-rewardbench`` (``facebookresearch/multimodal_rewardbench`` ``all_data.json``): ``ID``, ``Text``,
-  ``Image``, ``Output1``, ``Output2``, ``Better``, ``Category``/``Meta.Category``. Headline ``overall``
-  (the official ``all``), ties broken by the official seeded coin.
-* ``rewardbench`` (``allenai/reward-bench`` ``filtered``): ``prompt``, ``chosen``, ``rejected``,
-  ``subset``. Headline ``score``: the mean of the four count-weighted sections.
-* ``mm-rlhf-rewardbench`` (``mm_reward_bench.jsonl``): ``id``, ``prompt``, ``chosen``, ``rejected``,
-  ``image`` or ``video``. Headline ``accuracy`` (``acc_plus`` beside).
-* ``best-of-k``: ``prompt``, ``responses`` [K], ``best`` (index or indices) or ``ranking``. Headline
-  ``best_of_k_accuracy``.
-* ``pairs`` (generic): ``prompt`` (string or messages without the answer), ``images`` (or one
-  ``image``), optional ``video`` (frames, a frames folder or a video file), ``chosen``, ``rejected``,
-  optional ``category`` and ``id``. Headline ``overall``.
-
-Files are JSON (a list, or ``{"data": [...]}``), JSONL or parquet, or a directory of them (files
-whose name holds ``--split`` are preferred); anything else is taken as a Hugging Face dataset id
-(needs ``datasets`` and a reachable hub). Images may be paths, base64, data URIs, bytes or HF-style
-``{"bytes": ..., "path": ...}`` dicts. Paths follow the rules of ``rlreward score``: they are read
-only under ``--image-root`` (default: the dataset's own folder), and relative paths are relative to
-those roots.
-
-Scoring rules (pinned down by the tests):
-
-* a pair is **correct only when the chosen answer scores strictly higher**; a tie is wrong (a model
-  that gives every answer the same score gets 0%, not 50%) and is counted in ``ties``. Scores within
-  ``--tie-tolerance`` are a tie. Its default is 0 for the four benchmarks with an official scorer
-  (their code compares with a bare ``>``, so the same scores give the same headline) and 1e-5 for
-  ``pairs`` and ``best-of-k`` (about the fp32 resolution of a score near 20: the same answer scored
-  in two rows of a batch can differ in the 7th digit, and that is no preference). Multimodal
-  RewardBench's own script flips its seeded coin for a tie (a judgment with no verdict), and its
-  headline does the same;
-* an item whose answer could not be scored (missing image, path outside the roots, too many
-  tokens, server unavailable, malformed record...) is an **error**: it counts as wrong in every
-  headline (the denominator is always all items, so a broken deployment cannot look better by
-  failing), and it is listed in ``error_list`` with its id, side, code and message;
-  ``accuracy_scored`` gives the accuracy over error-free items for diagnosis. VL-RewardBench's
-  official ``cal.py`` instead leaves items without a verdict out; that number is reported as the
-  named variant ``vl_rewardbench_official`` beside today's headline;
-* overall accuracy is pooled over items; macro accuracy is the mean of the category accuracies;
-* 95% intervals are percentile bootstrap intervals (``--bootstrap`` resamples, stratified by
-  category — by subset for RewardBench — seeded by ``--seed``).
-
-Long runs: ``--limit N`` takes the first N records; every scored chunk is appended to a JSONL
-sidecar next to the report (``REPORT.scores.jsonl``), and ``--resume`` reuses the scores found there
-for the same items (matched by position and content) and scores only the rest, so an interrupted
-run loses at most one chunk.
-
-Outputs: a JSON report (:class:`EvalReport`, ``headline`` first), a Markdown table beside it
-(``.md``, also printed) and a PNG bar chart (``.png``), next to the paper's numbers where the paper
-has some, with the effective preprocessing settings of the scorer or server that produced them.
+Long runs: ``--limit N`` takes the first N records; scored chunks are appended to
+``REPORT.scores.jsonl`` and ``--resume`` reuses them for the same items, so an interrupted run loses
+at most one chunk. Outputs: a JSON report (:class:`EvalReport`, ``headline`` first), a Markdown table
+(``.md``, also printed) and a PNG chart, with the paper's numbers and the effective preprocessing
+settings. The manual: docs/evaluation.md.
 """
 
 from __future__ import annotations

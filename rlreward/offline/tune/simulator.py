@@ -5,69 +5,20 @@ deployment and returns when every step's last score came back: the reward-stage 
 (first request of the step sent → last score of the step back) and the replica-seconds paid (the
 integral over time of replicas alive: starting, running or draining, from t=0 to the last score).
 
-What is modelled, and from which Ray 2.60 source (``ray/serve/...``):
+Modelled from Ray 2.60's own code (``ray/serve/...``): the caller handle's metric records and pushes
+(``_private/router.py``), the controller's window aggregation (``_private/autoscaling_state.py``),
+the policies — Serve's request count, rlreward's sample backlog and the hint policy — through
+Serve's ``_apply_autoscaling_config`` exactly (:func:`autoscaling_decision`: cold-start path,
+factors, delay timers, bounds; a 0.1 s control loop), replica start/stop/drain order
+(``_private/deployment_state.py``), FIFO serving at ``samples_per_s`` up to
+``max_ongoing_requests``, and the router's least-loaded choice.
 
-* **Handle (router) metrics** (``_private/router.py``): one caller handle, whose metric tasks start at
-  ``ServeTiming.handle_start_s`` and then run every interval: it *records* the number of requests
-  queued at the handle and, per replica it has sent requests to, the requests in flight there, every
-  ``min(0.2 × look_back_period_s, metrics_interval_s)`` s, and *pushes* the points of the last
-  ``look_back_period_s`` (strictly newer than ``now − look_back``) every ``metrics_interval_s`` (10 s;
-  deprecated in the config, not settable through ``AppConfig``). At equal times a record runs before a
-  push. When a request is queued while no replica runs, the handle pushes at once (the scaled-to-zero
-  path) — with whatever its store holds, so a stale 0 can hide the new request until the next record.
-* **Controller aggregation** (``_private/autoscaling_state.py``, ``_private/autoscaling_metrics_merge.py``):
-  ``total_num_requests`` merges the last pushed queued series and the in-flight series of replicas that
-  are running (gauges as right-continuous step functions, change points rounded to 10 ms, summed), opens
-  the window once every series has a point, and reduces it with the aggregation function — the mean is
-  time-weighted with the last value held until *now*; ``max``/``min`` over the points.
-* **Policies** (``autoscaling_policy.py``): Serve's default ``desired = running × total /
-  (target_ongoing_requests × running)``; rlreward's ``SampleBacklogPolicy`` (``target_backlog_samples``:
-  ``ceil((Σ replicas' window-mean backlog_samples + window-mean queued requests × samples per running
-  request) / target)``, falling
-  back to ``total_num_requests`` while no running replica has reported; replicas record/push their
-  backlog on the same cadence, starting when they start running); and the **hint policy** below.
-  Every policy goes through ``_apply_autoscaling_config`` exactly (:func:`autoscaling_decision`):
-  the cold-start fast path (0 running and requests seen → ``max(ceil(upscaling_factor), target)`` at
-  once), the scaling factors, the immediate path when 0 replicas run, the wall-clock
-  upscale/downscale/downscale-to-zero delay timers that reset whenever the desire falls back (with
-  Serve's 1e-6 s tolerance), then the min/max bounds. The control loop runs every 0.1 s (at k × 0.1 s);
-  events at the same instant are processed before the control tick.
-* **Replicas** (``_private/deployment_state.py``, ``deployment_scheduler.py``): a new target starts
-  replicas at once; each can serve ``cold_start_s`` later. A lower target stops starting replicas
-  first, then running replicas newest first (Serve's order on a single node — not "least busy"). A
-  stopped running replica leaves the router at once, finishes what it accepted (draining, still paid
-  for) and dies when empty. Initial replicas (``initial_replicas`` or ``min_replicas``; ``num_replicas``
-  for a fixed pool) are running at t=0.
-* **Serving**: a replica accepts up to ``max_ongoing_requests`` requests and works through them FIFO at
-  ``samples_per_s``: a request of n samples takes n / samples_per_s seconds once the requests accepted
-  before it are done. (Batches in the real replica mix samples of several requests; a FIFO server at
-  the batched throughput finishes each replica's work at the same time, which is what the reward-stage
-  time measures.)
-* **Router**: requests wait FIFO at the handle; each goes to the running replica with a free slot and
-  the fewest requests in flight (ties: oldest replica) — power-of-two choices degenerate to this with
-  ≤ 2 replicas; ``router="power_of_two"`` samples two of the free replicas with a seeded RNG instead.
-* **Hint policy** (:class:`HintPolicy`): the trainer announces each step ("n samples coming within s",
-  at rollout start = ``hint_lead_s`` before the step's first request) and says "step done" when its
-  last score is back. The policy sees a hint ``latency_s`` after it is sent; from then until
-  ``latency_s + hold_s`` after step done, its desire is ``max(base policy desire,``
-  :func:`hint_desired_replicas`\\ ``)``. Serve applies the factors, ``upscale_delay_s`` and the bounds on
-  top (a custom policy cannot skip them; only with 0 running replicas is a desire > 0 applied at once,
-  as for any policy). Once the hint is released and no other is active, ``release_to="min"`` makes the
-  desire ``min_replicas`` until the next hint (the trainer said nothing is coming, while the window
-  average still remembers the burst for up to ``look_back_period_s``); ``release_to="base"`` hands back
-  to the base policy. Either way ``downscale_delay_s`` applies. Before the first hint the base policy
-  rules (:func:`hinted_policy_desired`).
+Simplified away: Ray scheduling and node autoscaling, more than one caller handle, network latency,
+size-dependent throughput, rejections, failures and restarts, and the ingress's own scaling.
 
-Simplified away: Ray scheduling (every replica finds a CPU/GPU at once; no node autoscaler), one caller
-handle (a trainer's; the HTTP proxy is one more handle in reality), no network/RPC latency (routing is
-instant, pushes arrive when sent), request sizes do not change throughput (no small-batch penalty,
-no prefix-sharing gain beyond what ``samples_per_s`` measured), ``graceful_shutdown_timeout_s`` never
-cuts a drain, no ``max_queued_requests`` rejections, no ``target_capacity``, no handle-staleness drops,
-no failures/restarts or health-check kills, no trainer-side time inside the reward stage (it ends at
-the last score back), and one deployment (the ingress and its own scaling are not simulated).
-
-The policies' own math (request count, sample backlog, hint) is imported from
-:mod:`rlreward.serving.autoscaling`, where the served policies run the very same functions.
+Contract: deterministic for given inputs. The policies' math is imported from
+:mod:`rlreward.serving.autoscaling`, where the served policies run the very same functions. Each
+rule, with its source, and every simplification: docs/tuning.md ("What the simulator models").
 """
 
 from __future__ import annotations

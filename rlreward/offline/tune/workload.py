@@ -3,39 +3,18 @@
 Two sources:
 
 * a **described GRPO run** (:func:`grpo_workload`): ``steps`` steps; each step, ``prompts`` prompts ×
-  ``group`` completions are scored in one burst, ``samples_per_request`` samples per request (``group``
-  = one request per GRPO group, as TRL/our client send it; 1 = one request per sample, as OpenRLHF
-  and verl send it). The trainer then updates for ``update_s`` seconds and generates the next rollout
-  for ``rollout_s`` seconds, so step *k+1*'s burst is sent ``update_s + rollout_s`` after step *k*'s
-  last score came back (closed loop: a slow reward stage delays the next step, as in a real run).
-* a **trace** (:func:`read_trace`, :func:`trace_workload`): JSON Lines written by the client-side
-  recorder. One JSON object per line::
+  ``group`` completions are scored in one burst, ``samples_per_request`` samples per request. The
+  trainer then updates for ``update_s`` seconds and generates for ``rollout_s`` seconds, so step
+  *k+1*'s burst is sent ``update_s + rollout_s`` after step *k*'s last score came back (closed loop).
+* a **trace** (:func:`read_trace`, :func:`trace_workload`): the JSON Lines the client-side recorder
+  writes, one request per line: ``t`` (seconds since the recording started, when sent), ``samples``,
+  optional ``group``, ``step``, ``tokens``, ``request_id``, ``latency_s``. With ``step`` and
+  ``latency_s`` on every record the replay is closed loop, else open loop at the recorded ``t``;
+  without ``step``, a pause longer than ``step_gap_s`` starts a new step. Unknown keys are ignored;
+  header lines (``kind`` other than ``"request"``) are skipped.
 
-      {"kind": "header", "started_at": "...", ...}          # optional; any line with kind=header is skipped
-      {"t": 0.013, "samples": 8, "group": "p17", "step": 0, "tokens": 5120, "request_id": "a1"}
-      {"t": 0.020, "samples": 8, "group": "p18", "step": 0, "tokens": null, "request_id": "a2",
-       "latency_s": 2.41}
-
-  ``t``
-      seconds since the recording started (float, ≥ 0) when the request was **sent**.
-  ``samples``
-      samples in the request (int, ≥ 1).
-  ``group`` / ``step`` / ``tokens`` / ``request_id``
-      optional (``null`` or absent): the GRPO group id, the trainer step, the request's token count,
-      the client's request id.
-  ``latency_s``
-      optional: seconds until the response came back. When every record has ``step`` and
-      ``latency_s``, the replay is closed loop (the gap between a step's last response and the next
-      step's first request — the trainer's update + rollout — is kept; the simulator's own reward-stage
-      time decides when the next step starts). Otherwise it is open loop (requests at their recorded
-      ``t``).
-
-  Unknown keys are ignored (the recorder may add fields); lines whose ``kind`` is neither absent nor
-  ``"request"`` are skipped. Without ``step``, steps are inferred: a pause longer than
-  ``step_gap_s`` between two consecutive requests starts a new step.
-
-All times are seconds; all values are immutable dataclasses (the trace record is pydantic: it comes from
-a file).
+All times are seconds; all values are immutable dataclasses (the trace record is pydantic: it comes
+from a file). The full format: docs/tuning.md ("Measuring your reward stage").
 """
 
 from __future__ import annotations
