@@ -30,8 +30,10 @@ tiny: $(TINY)/value_head.safetensors
 $(TRAINED)/value_head.safetensors: $(STAMP)
 	$(BIN)/rlreward make-tiny $(TRAINED) --train
 
+# make demo PORT=8123 serves on that port of 127.0.0.1 (default: a free one, beside other servers).
+PORT ?= 0
 demo: setup $(TRAINED)/value_head.safetensors
-	$(BIN)/python examples/demo.py --model $(TRAINED)
+	$(BIN)/python examples/demo.py --model $(TRAINED) --port $(PORT)
 
 test: setup tiny
 	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra --timeout=900 $(PYTEST_ARGS) tests

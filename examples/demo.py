@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=4, help="image prompts in the batch")
     p.add_argument("--group", type=int, default=8, help="completions per prompt (GRPO's G)")
     p.add_argument("--rounds", type=int, default=3, help="timed repetitions per transport")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="HTTP port on 127.0.0.1 (default 0: a free one, beside any other server)",
+    )
     args = p.parse_args(argv)
     if not Path(args.model, "value_head.safetensors").is_file():
         print(f"no model at {args.model}: build one with `rlreward make-tiny {args.model}`", file=sys.stderr)
@@ -93,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     from rlreward.serving.config import load_app_config
 
     t0 = time.perf_counter()
-    with socket.socket() as s:  # a free port, so the demo never collides with another server
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = args.port
+    if not port:
+        with socket.socket() as s:  # a free port, so the demo never collides with another server
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:

@@ -67,14 +67,24 @@ def _check_server_block(block: Block) -> None:
             args = parser.parse_args(words[2:])
         except (argparse.ArgumentError, SystemExit) as exc:
             pytest.fail(f"{block.where}: `rlreward serve` refuses {line!r}: {exc}")
-        assert args.model in (None, ".cache/tiny"), f"{block.where}: the test serves .cache/tiny, not {args.model}"
+        assert args.model in (None, ".cache/tiny"), (
+            f"{block.where}: the test serves .cache/tiny, not {args.model}"
+        )
 
 
 def _run(block: Block, code: str, cwd: Path, env: dict[str, str]) -> str:
-    argv = ["bash", "-e", "-o", "pipefail", "-c", code] if block.lang == "bash" else [sys.executable, "-c", code]
+    argv = (
+        ["bash", "-e", "-o", "pipefail", "-c", code] if block.lang == "bash" else [sys.executable, "-c", code]
+    )
     try:
         done = subprocess.run(
-            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S, stdin=subprocess.DEVNULL
+            argv,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{block.where}: the block ran past {BLOCK_TIMEOUT_S} s:\n{code}")
@@ -108,6 +118,8 @@ def test_every_block_runs_as_written(doc: Path, serve_app, tiny_model_dir: str, 
             printed = _run(block, _adapt(block, serve_app.url), tmp_path, env)
             ran += 1
             if block.expected_output is not None and not _same_output(block, printed):
-                pytest.fail(f"{block.where}: printed\n{printed}\nbut the document shows\n{block.expected_output}")
+                pytest.fail(
+                    f"{block.where}: printed\n{printed}\nbut the document shows\n{block.expected_output}"
+                )
     if not ran:
         pytest.skip(f"{doc.name} has no block to run")

@@ -3,7 +3,7 @@
 - Every file a document names exists: paths under ``rlreward/``, ``benchmarks/``, ``configs/``,
   ``examples/``, ``tests/``, ``docs/``, ``deploy/`` and relative Markdown links in README.md,
   docs/*.md, BENCHMARKS.md and examples/*/README.md; the same paths, and any ``NAME.md``, in every
-  module docstring under rlreward/.
+  module docstring under rlreward/; a link to a section (``FILE.md#anchor``) finds its heading.
 - The fenced blocks follow the convention of docs/architecture.md ("Development"): commands are
   ```bash / ```python (never ```sh or ```py, which the docs test would not run); a ```... skip block has
   a visible note right above it; options are only ``skip`` and ``server``.
@@ -23,7 +23,9 @@ from tests.docs_blocks import DOCS, FORBIDDEN, ROOT, SKIP_NOTE, blocks, note_abo
 
 DOCUMENTS = [*DOCS, ROOT / "BENCHMARKS.md", *sorted(ROOT.glob("examples/*/README.md"))]
 MODULES = sorted((ROOT / "rlreward").rglob("*.py"))
-PATH = re.compile(r"(?<![\w./@:-])((?:rlreward|benchmarks|configs|examples|tests|docs|deploy)/[\w./*-]*[\w*/])")
+PATH = re.compile(
+    r"(?<![\w./@:-])((?:rlreward|benchmarks|configs|examples|tests|docs|deploy)/[\w./*-]*[\w*/])"
+)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MD_NAME = re.compile(r"(?<![\w./-])([\w-]+\.md)\b")
 MAX_DOCSTRING_LINES = 25
@@ -79,7 +81,29 @@ def test_every_module_states_its_contract_in_at_most_25_lines() -> None:
             too_long[_rel(module)] = "no module docstring"
         elif len(doc.strip().splitlines()) > MAX_DOCSTRING_LINES:
             too_long[_rel(module)] = f"{len(doc.strip().splitlines())} lines"
-    assert not too_long, f"module docstrings over {MAX_DOCSTRING_LINES} lines (move the manual to docs/): {too_long}"
+    assert not too_long, (
+        f"module docstrings over {MAX_DOCSTRING_LINES} lines (move the manual to docs/): {too_long}"
+    )
+
+
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
+    heads = re.findall(r"^#{1,6} +(.+?) *$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=_rel)
+def test_every_link_to_a_section_finds_its_heading(doc: Path) -> None:
+    broken = []
+    for target in LINK.findall(doc.read_text(encoding="utf-8")):
+        path, _, anchor = target.partition("#")
+        if not anchor or re.match(r"[a-z]+:", path):
+            continue
+        linked = (doc.parent / path) if path else doc
+        if linked.suffix == ".md" and linked.is_file() and anchor not in _anchors(linked):
+            broken.append(target)
+    assert not broken, f"{_rel(doc)} links to sections that do not exist: {broken}"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=_rel)
