@@ -1,4 +1,4 @@
-"""Write a small generated preference benchmark in the three formats ``rlreward eval`` reads.
+"""Write a small generated preference benchmark in 4 files of the 3 schemas ``rlreward eval`` reads.
 
     python examples/eval/build_dataset.py .cache/eval-shapes [--pairs 300] [--seed 12345]
 
