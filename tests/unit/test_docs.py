@@ -7,7 +7,8 @@
 - The fenced blocks follow the convention of docs/architecture.md ("Development"): commands are
   ```bash / ```python (never ```sh or ```py, which the docs test would not run); a ```... skip block has
   a visible note right above it; options are only ``skip`` and ``server``.
-- Every module under rlreward/ states its contract in a docstring of at most 25 lines.
+- Every module under rlreward/ states its contract in a docstring of at most 25 lines; README.md
+  has at most 400 lines.
 (tests/integration/test_docs_run.py runs the blocks.)
 """
 
@@ -122,6 +123,11 @@ def test_blocks_follow_the_docs_convention(doc: Path) -> None:
                 "('needs a GPU', 'needs a hub' or 'not run by the docs test: why')"
             )
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_is_a_door_not_the_manual() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 400, f"README.md has {lines} lines: move the manual to docs/ (issue 19: <= 400)"
 
 
 def test_the_docs_convention_is_documented() -> None:
