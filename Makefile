@@ -1,4 +1,4 @@
-# rlreward — the two commands a new user needs: `make demo`, `make test`.
+# rlreward — the two commands a new user needs: `make demo` (PORT=N for a fixed HTTP port), `make test`.
 # Both set themselves up (`make setup`) on a fresh clone.
 SHELL := /bin/bash
 PY ?= python3
@@ -8,6 +8,7 @@ STAMP := $(VENV)/.rlreward-setup
 TINY ?= .cache/tiny
 TRAINED ?= .cache/tiny-trained
 PYTEST_ARGS ?=
+PORT ?= 0
 
 .PHONY: setup demo test test-unit test-integration docs-test lint tiny bench clean
 
@@ -30,8 +31,6 @@ tiny: $(TINY)/value_head.safetensors
 $(TRAINED)/value_head.safetensors: $(STAMP)
 	$(BIN)/rlreward make-tiny $(TRAINED) --train
 
-# make demo PORT=8123 serves on that port of 127.0.0.1 (default: a free one, beside other servers).
-PORT ?= 0
 demo: setup $(TRAINED)/value_head.safetensors
 	$(BIN)/python examples/demo.py --model $(TRAINED) --port $(PORT)
 

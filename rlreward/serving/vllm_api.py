@@ -512,7 +512,7 @@ async def rerank(payload: Any, ctx: VllmContext, score_fn: ScoreFn) -> dict[str,
     ranked.sort(key=lambda r: r["relevance_score"], reverse=True)
     n = int(sum(tokens))
     return {
-        "id": f"score-{ctx.request_id or uuid.uuid4().hex}",  # vLLM's scoring handler answers /rerank
+        "id": f"rerank-{ctx.request_id or uuid.uuid4().hex}",  # vLLM's do_rerank: "rerank-" + request id
         "model": ctx.model_name,
         "usage": {"prompt_tokens": n, "total_tokens": n},
         "results": ranked[: req.top_n] if req.top_n else ranked,
