@@ -10,7 +10,7 @@ TRAINED ?= .cache/tiny-trained
 PYTEST_ARGS ?=
 PORT ?= 0
 
-.PHONY: setup demo test test-unit test-integration lint tiny bench clean
+.PHONY: setup demo test test-unit test-integration docs-test lint tiny bench clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ test-unit: setup tiny
 
 test-integration: setup tiny
 	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra tests/integration
+
+# The documents' checks: named files exist, docstrings <= 25 lines, every bash/python block runs
+# (docs/architecture.md, "Development").
+docs-test: setup tiny
+	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra tests/unit/test_docs.py tests/integration/test_docs_run.py
 
 lint: setup
 	$(BIN)/ruff check rlreward tests examples benchmarks

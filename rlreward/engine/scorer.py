@@ -1,6 +1,6 @@
 """The scorer: a list of samples in, a list of :class:`ScoreResult` out, same order.
 
-The score is exactly the one ``DESIGN.md`` defines::
+The score is exactly the model card's (docs/serving.md, "Preprocessing fidelity")::
 
     score(sample) = w · h_L[t] + b        (fp32)
 
