@@ -406,7 +406,7 @@ def open_image(
         )
     if not src:
         raise SampleError(ErrorCode.IMAGE_DECODE, "image data is empty")
-    with _decode_errors():
+    with _decode_errors(src):
         img = Image.open(io.BytesIO(src))
         _check_geometry(img.width, img.height, limits)
         if budget is not None:
@@ -418,7 +418,8 @@ def open_image(
 def decode_image(image: Image.Image) -> Image.Image:
     """Decode an image :func:`open_image` opened, as RGB (the reference recipe's conversion).
     Raises :class:`SampleError` (``image_decode_error``, ``image_too_large`` for a bomb)."""
-    with _decode_errors():
+    fp = getattr(image, "fp", None)
+    with _decode_errors(fp.getvalue() if isinstance(fp, io.BytesIO) else None):
         image.load()
     return image if image.mode == "RGB" else _to_rgb(image)
 
@@ -437,8 +438,9 @@ def load_image(
 
 
 @contextlib.contextmanager
-def _decode_errors() -> Iterator[None]:
-    """PIL's many failure types → :class:`SampleError`; decompression-bomb warnings are errors."""
+def _decode_errors(src: bytes | None) -> Iterator[None]:
+    """PIL's many failure types → :class:`SampleError` describing ``src`` (the encoded image, when
+    known); decompression-bomb warnings are errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -448,7 +450,7 @@ def _decode_errors() -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SampleError(ErrorCode.IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}") from exc
     except Exception as exc:  # PIL raises many types for bad data
-        raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {exc}") from exc
+        raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {_decode_reason(exc, src)}") from exc
 
 
 def first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
@@ -493,6 +495,15 @@ def check_item_resize(item: dict, width: int | None, height: int | None, limits:
             ErrorCode.IMAGE_TOO_LARGE,
             f"{why} would be resized to {area} pixels, over the limit of {cap} (limits.max_image_pixels)",
         )
+
+
+def _decode_reason(exc: Exception, src: bytes | None) -> str:
+    """What was wrong with ``src``, in words (PIL's messages name the in-memory file object instead)."""
+    if src is None:
+        return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the image", str(exc))
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return f"not an image format PIL reads ({len(src)} bytes starting {src[:8]!r}); send PNG, JPEG, WebP or GIF"
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", f"the {len(src)}-byte image", str(exc))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
