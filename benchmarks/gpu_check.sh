@@ -4,7 +4,8 @@
 # (python, torch, torchvision and transformers must be there; no network, no .venv needed).
 #   benchmarks/gpu_check.sh              # on the GPU machine: ~9 minutes on one H100 (estimated)
 #   benchmarks/gpu_check.sh --dry-run    # anywhere: the same steps on CPU, bench-small, small sizes
-# Env: WHEELS (default wheels/), OUT (default benchmarks/results/gpu-check), PY (default python3).
+# Env: WHEELS (default wheels/), OUT (default benchmarks/results/gpu-check, -dry-run for a dry run),
+# PY (default python3).
 # Steps, each writing JSON to $OUT (a failed step is recorded in steps.json and the rest go on):
 #   1. env.json: GPU, driver, python/torch/transformers versions;
 #   2. tests-gpu.json: pytest tests/gpu (bf16 parity with the card recipe; shared vs unshared; left
@@ -18,7 +19,7 @@ DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 PY=${PY:-python3}
 WHEELS=${WHEELS:-wheels}
-OUT=${OUT:-benchmarks/results/gpu-check}
+if [ "$DRY" = 1 ]; then OUT=${OUT:-benchmarks/results/gpu-check-dry-run}; else OUT=${OUT:-benchmarks/results/gpu-check}; fi
 DEPS=${DEPS:-.gpu-deps}
 mkdir -p "$OUT"
 STEPS="$OUT/steps.json"

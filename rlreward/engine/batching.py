@@ -2,12 +2,17 @@
 
 :func:`plan_batches` sorts samples by length and cuts them into forward passes under a token budget
 (padded length × rows), so similar lengths share a batch and padding waste stays small.
+:func:`find_prefix_groups` finds samples sharing a prefix (a GRPO group: prompt + images);
+:func:`plan_shared` computes each group's prefix once per batch and cuts its suffixes, whatever their
+lengths, into chunks of least cost (padded suffix tokens + a per-pass cost), counting the prefix KV a
+pass holds (:func:`kv_tokens_per_token`) in the same token budget.
 :func:`collate` pads a planned batch into tensors; the padding side is free because the scorer reads
 each row at its own last real token and every row carries its own position ids.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +132,17 @@ def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
     return int(diff[0]) if diff.numel() else n
 
 
+def prefix_sample(s: PreparedSample, prefix_len: int) -> PreparedSample:
+    """The first ``prefix_len`` tokens of ``s`` with all its images (they lie inside the prefix)."""
+    return PreparedSample(
+        input_ids=s.input_ids[:prefix_len],
+        position_ids=s.position_ids[:, :prefix_len],
+        pixel_values=s.pixel_values,
+        image_grid_thw=s.image_grid_thw,
+        image_digests=list(s.image_digests),
+    )
+
+
 @dataclass
 class PrefixGroup:
     """Samples (indices into the caller's list) whose first ``prefix_len`` tokens — images included —
@@ -175,13 +191,16 @@ def find_prefix_groups(
 
 @dataclass
 class ForwardPass:
-    """One forward pass: ``segments`` of (sample indices, shared prefix length).
+    """One planned unit of work: ``segments`` of (sample indices, shared prefix length).
 
-    An unshared pass has one segment with prefix length 0; a shared pass has one segment per
-    prefix group (prefix length > 0), all run together.
+    An unshared pass has one segment with prefix length 0 and runs as one forward pass. A shared
+    pass has one segment per prefix group (prefix length > 0): their prefixes run **once**, together,
+    keeping their keys/values, then ``chunks`` (sample indices, each a forward pass of suffixes
+    only, rows of any of the pass's groups) run against that cached prefix KV.
     """
 
     segments: list[tuple[list[int], int]]
+    chunks: list[list[int]] = field(default_factory=list)
 
     @property
     def shared(self) -> bool:
@@ -192,30 +211,118 @@ class ForwardPass:
         return [i for members, _ in self.segments for i in members]
 
 
-def pack_shared(
-    chunks: Sequence[tuple[list[int], int]],
-    lengths: Sequence[int],
-    max_batch_tokens: int,
-    max_batch_size: int,
-) -> list[ForwardPass]:
-    """Pack shared-prefix chunks into passes: prefixes batch together (``groups × longest prefix``)
-    and suffixes batch together (``rows × longest suffix``), each under the token budget."""
-    passes: list[ForwardPass] = []
-    cur: list[tuple[list[int], int]] = []
-    rows = pre_w = suf_w = 0
-    for members, p in chunks:
-        sw = max(lengths[m] - p for m in members)
-        n_rows, n_pre, n_sw = rows + len(members), max(pre_w, p), max(suf_w, sw)
-        fits = (
-            n_rows * n_sw <= max_batch_tokens
-            and n_rows <= max_batch_size
-            and (len(cur) + 1) * n_pre <= max_batch_tokens
-        )
-        if cur and not fits:
-            passes.append(ForwardPass(cur))
-            cur, n_rows, n_pre, n_sw = [], len(members), p, sw
-        cur.append((members, p))
-        rows, pre_w, suf_w = n_rows, n_pre, n_sw
-    if cur:
-        passes.append(ForwardPass(cur))
+def kv_tokens_per_token(text_config: Any) -> float:
+    """The device memory a token's cached keys/values hold, in **token-equivalents** of the budget.
+
+    A token of an ordinary forward pass holds about ``3 x hidden_size + 3 x intermediate_size``
+    activations at its peak (one decoder layer's residual, norm, attention output and MLP tensors:
+    what ``max_batch_tokens`` bounds); a cached token holds ``layers x 2 x kv_heads x head_dim``
+    (keys and values of every layer, same dtype). 0.42 for Qwen2.5-VL-7B: a 64-row shared pass on a
+    10k-token prefix (~37 GB of KV in bf16) costs ~270k token-equivalents, not 0.
+    """
+    hidden = int(text_config.hidden_size)
+    heads = int(text_config.num_attention_heads)
+    kv_heads = int(getattr(text_config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text_config, "head_dim", None) or hidden // heads)
+    layers = int(text_config.num_hidden_layers)
+    inter = int(getattr(text_config, "intermediate_size", None) or 4 * hidden)
+    return layers * 2 * kv_heads * head_dim / (3 * hidden + 3 * inter)
+
+
+@dataclass(frozen=True)
+class PlanCosts:
+    """What planning weighs, in tokens: ``budget`` (one pass's token-equivalents, KV included),
+    ``max_rows``, ``kv`` (:func:`kv_tokens_per_token`) and ``pass_cost`` (what one extra forward pass
+    is worth: the planner splits suffixes into more passes only when that saves more padded tokens)."""
+
+    budget: int
+    max_rows: int
+    kv: float
+    pass_cost: int
+
+
+def chunk_suffixes(
+    suffix: Sequence[tuple[int, int]], held_kv: float, row_kv: float, costs: PlanCosts
+) -> list[list[int]]:
+    """Cut ``(index, suffix length)`` rows into suffix passes of least total cost.
+
+    Cost of a plan: its padded suffix tokens (rows x longest suffix per pass) plus ``pass_cost`` per
+    pass; each pass keeps ``held_kv + rows x (row_kv + longest suffix) <= budget`` (the prefix KV the
+    pass's group(s) hold, each row's expanded copy of it, its suffix activations) and
+    ``rows <= max_rows``; one row always runs. Exact (dynamic programming over the rows sorted by
+    length, longest first), O(rows x max_rows).
+    """
+    order = sorted(suffix, key=lambda t: (-t[1], t[0]))
+    n = len(order)
+    best = [0.0] + [math.inf] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, max(-1, j - 1 - costs.max_rows), -1):
+            rows, width = j - i, order[i][1]
+            if rows > 1 and held_kv + rows * (row_kv + width) > costs.budget:
+                break  # fewer rows only fit better; more rows (smaller i) never fit
+            c = best[i] + rows * width + costs.pass_cost
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    chunks: list[list[int]] = []
+    j = n
+    while j > 0:
+        i = cut[j]
+        chunks.append([order[k][0] for k in range(i, j)])
+        j = i
+    return chunks[::-1]
+
+
+def plan_shared(groups: Sequence[PrefixGroup], lengths: Sequence[int], costs: PlanCosts) -> list[ForwardPass]:
+    """Shared passes for prefix groups: every group's prefix computed once, suffixes in chunks.
+
+    Groups (longest prefix first) share one prefix pass while its cost ``groups x longest prefix x
+    (1 + kv)`` (activations plus the KV it keeps) fits the budget, the KV it keeps stays within half
+    the budget (room for the suffix passes), and padding the shorter prefixes wastes less than
+    ``pass_cost``. The pass's rows, of all its groups, are then cut by :func:`chunk_suffixes`.
+    """
+    order = sorted(groups, key=lambda g: (-g.prefix_len, g.members[0]))
+    bundles: list[list[PrefixGroup]] = []
+    for g in order:
+        cur = bundles[-1] if bundles else None
+        if cur is not None:
+            width = cur[0].prefix_len
+            n = len(cur) + 1
+            if (
+                n * width * (1 + costs.kv) <= costs.budget
+                and n * width * costs.kv <= costs.budget / 2
+                and width - g.prefix_len <= costs.pass_cost
+                and n <= costs.max_rows
+            ):
+                cur.append(g)
+                continue
+        bundles.append([g])
+    passes = []
+    for bundle in bundles:
+        width = bundle[0].prefix_len
+        rows = [(m, lengths[m] - g.prefix_len) for g in bundle for m in g.members]
+        held = len(bundle) * width * costs.kv
+        chunks = chunk_suffixes(rows, held, width * costs.kv, costs)
+        passes.append(ForwardPass([(list(g.members), g.prefix_len) for g in bundle], chunks))
     return passes
+
+
+def pass_tokens(fp: ForwardPass, lengths: Sequence[int]) -> tuple[int, int]:
+    """``(computed, useful)`` language-model tokens of a planned pass.
+
+    computed: what runs (shared: groups x longest prefix once, plus rows x longest suffix per chunk;
+    unshared: rows x longest sample); useful: each group's prefix once plus every real suffix token
+    (unshared: every sample's tokens).
+    """
+    if not fp.shared:
+        idx = fp.indices
+        return max(lengths[i] for i in idx) * len(idx), sum(lengths[i] for i in idx)
+    prefix_of = {m: p for members, p in fp.segments for m in members}
+    width = max(p for _, p in fp.segments)
+    computed = len(fp.segments) * width
+    useful = sum(p for _, p in fp.segments)
+    for chunk in fp.chunks:
+        suf = [lengths[m] - prefix_of[m] for m in chunk]
+        computed += max(suf) * len(suf)
+        useful += sum(suf)
+    return computed, useful

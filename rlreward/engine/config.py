@@ -145,6 +145,19 @@ class BatchingConfig(_Model):
     min_shared_prefix_tokens: int = Field(
         default=64, ge=1, description="Shortest common prefix worth sharing."
     )
+    pass_cost_tokens: int = Field(
+        default=128,
+        ge=0,
+        description="Prefix sharing: what one more forward pass costs, in tokens (launch and weight reads). "
+        "A group's suffixes are cut into more passes only when that saves more padded tokens than this.",
+    )
+    image_cache_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Bytes of prepared images (decoded, resized, patchified pixels) kept for reuse, least "
+        "recently used out first: a GRPO group's samples, in one request or many, prepare their image "
+        "once and share one pixel tensor. 0 = no reuse across samples (only concurrent ones share).",
+    )
     vision_cache_size: int = Field(
         default=0, ge=0, description="Entries in the cross-batch vision-embedding cache (0 = off)."
     )

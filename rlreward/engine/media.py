@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import os
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -375,18 +376,19 @@ def _check_geometry(width: int, height: int, limits: Limits) -> None:
         )
 
 
-def load_image(
+def open_image(
     ref: Any,
     policy: MediaPolicy,
     limits: Limits,
     budget: PixelBudget | None = None,
     visual_tokens: Callable[[int, int], int] | None = None,
 ) -> LoadedImage:
-    """Resolve, check and decode one image reference to an RGB PIL image.
+    """Resolve and check one image reference from its header; the pixels are **not decoded yet**.
 
     ``budget`` is the sample's :class:`PixelBudget`; the image's pixels (and, with
-    ``visual_tokens(width, height)``, its visual tokens) are charged to it from the header, before
-    decoding. Raises :class:`SampleError`.
+    ``visual_tokens(width, height)``, its visual tokens) are charged to it from the header. The digest
+    is the encoded bytes' (a PIL image's: its pixels'), so a caller holding the prepared form of that
+    content can skip :func:`decode_image`. Raises :class:`SampleError`.
     """
     src = read_bytes(ref, policy, limits)
     if isinstance(src, Image.Image):
@@ -395,37 +397,113 @@ def load_image(
             budget.charge(
                 src.width, src.height, limits, visual_tokens(src.width, src.height) if visual_tokens else 0
             )
-        img = src
-        digest_src = img.tobytes() + f"{img.mode}{img.size}".encode()
-    else:
-        if len(src) > limits.max_image_bytes:
-            raise SampleError(
-                ErrorCode.IMAGE_TOO_LARGE,
-                f"encoded image is {len(src)} bytes, over the limit of {limits.max_image_bytes}",
-            )
-        if not src:
-            raise SampleError(ErrorCode.IMAGE_DECODE, "image data is empty")
+        digest_src = src.tobytes() + f"{src.mode}{src.size}".encode()
+        return LoadedImage(image=src, digest=hashlib.blake2b(digest_src, digest_size=16).hexdigest())
+    if len(src) > limits.max_image_bytes:
+        raise SampleError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"encoded image is {len(src)} bytes, over the limit of {limits.max_image_bytes}",
+        )
+    if not src:
+        raise SampleError(ErrorCode.IMAGE_DECODE, "image data is empty")
+    with _decode_errors(src):
+        img = Image.open(io.BytesIO(src))
+        _check_geometry(img.width, img.height, limits)
+        if budget is not None:
+            tokens = visual_tokens(img.width, img.height) if visual_tokens else 0
+            budget.charge(img.width, img.height, limits, tokens)
+    return LoadedImage(image=img, digest=hashlib.blake2b(src, digest_size=16).hexdigest())
+
+
+def decode_image(image: Image.Image) -> Image.Image:
+    """Decode an image :func:`open_image` opened, as RGB (the reference recipe's conversion).
+    Raises :class:`SampleError` (``image_decode_error``, ``image_too_large`` for a bomb)."""
+    fp = getattr(image, "fp", None)
+    with _decode_errors(fp.getvalue() if isinstance(fp, io.BytesIO) else None):
+        image.load()
+    return image if image.mode == "RGB" else _to_rgb(image)
+
+
+def load_image(
+    ref: Any,
+    policy: MediaPolicy,
+    limits: Limits,
+    budget: PixelBudget | None = None,
+    visual_tokens: Callable[[int, int], int] | None = None,
+) -> LoadedImage:
+    """Resolve, check and decode one image reference to an RGB PIL image (:func:`open_image` then
+    :func:`decode_image`). Raises :class:`SampleError`."""
+    opened = open_image(ref, policy, limits, budget, visual_tokens)
+    return LoadedImage(image=decode_image(opened.image), digest=opened.digest)
+
+
+@contextlib.contextmanager
+def _decode_errors(src: bytes | None) -> Iterator[None]:
+    """PIL's many failure types → :class:`SampleError` describing ``src`` (the encoded image, when
+    known); decompression-bomb warnings are errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except SampleError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SampleError(ErrorCode.IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}") from exc
+    except Exception as exc:  # PIL raises many types for bad data
+        raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {_decode_reason(exc, src)}") from exc
+
+
+def first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
+    """(height, width) qwen-vl-utils' ``fetch_image`` resizes an image item to (its own
+    ``smart_resize``, with the item's ``resized_height``/``resized_width`` or ``min_pixels``/
+    ``max_pixels``, else its defaults), and how that was decided. Raises ``ValueError`` when the
+    item's ``min_pixels`` is above its ``max_pixels``."""
+    from qwen_vl_utils import vision_process as vp
+
+    factor = 14 * vp.SPATIAL_MERGE_SIZE
+    if "resized_height" in item and "resized_width" in item:
+        h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
+        return h, w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
+    lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
+    hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
+    if lo > hi:
+        raise ValueError(f"min_pixels {lo} is above max_pixels {hi} (qwen-vl-utils' default)")
+    h, w = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+    return h, w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
+
+
+def check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
+    """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
+
+    The first resize honours the item's ``min_pixels``/``resized_height``/``resized_width``, and
+    they can *enlarge* an image: ``min_pixels: 1e15`` would be a memory bomb. The area it would
+    produce (qwen-vl-utils' own ``smart_resize``, for an image of known size; the keys alone for a
+    video) must be at most ``limits.max_image_pixels``, like any decoded image.
+    Raises :class:`SampleError`: ``image_too_large``, or ``bad_content`` for keys qwen-vl-utils refuses.
+    """
+    cap = limits.max_image_pixels
+    if ("resized_height" in item and "resized_width" in item) or (width is not None and height is not None):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(src))
-                _check_geometry(img.width, img.height, limits)
-                if budget is not None:
-                    tokens = visual_tokens(img.width, img.height) if visual_tokens else 0
-                    budget.charge(img.width, img.height, limits, tokens)
-                img.load()
-        except SampleError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise SampleError(
-                ErrorCode.IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}"
-            ) from exc
-        except Exception as exc:  # PIL raises many types for bad data
-            raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {exc}") from exc
-        digest_src = src
-    if img.mode != "RGB":
-        img = _to_rgb(img)
-    return LoadedImage(image=img, digest=hashlib.blake2b(digest_src, digest_size=16).hexdigest())
+            h, w, why = first_resize(item, width, height)
+        except ValueError as exc:
+            raise SampleError(ErrorCode.BAD_CONTENT, str(exc)) from exc
+        area = h * w
+    else:
+        area, why = item.get("min_pixels", 0), f"min_pixels {item.get('min_pixels')}"
+    if area > cap:
+        raise SampleError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"{why} would be resized to {area} pixels, over the limit of {cap} (limits.max_image_pixels)",
+        )
+
+
+def _decode_reason(exc: Exception, src: bytes | None) -> str:
+    """What was wrong with ``src``, in words (PIL's messages name the in-memory file object instead)."""
+    if src is None:
+        return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the image", str(exc))
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return f"not an image format PIL reads ({len(src)} bytes starting {src[:8]!r}); send PNG, JPEG, WebP or GIF"
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", f"the {len(src)}-byte image", str(exc))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

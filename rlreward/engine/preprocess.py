@@ -23,6 +23,7 @@ serving replica keeps off its event loop. Failures raise :class:`SampleError` fo
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,18 @@ import torch
 
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
-from rlreward.engine.media import PixelBudget, check_path, check_video_file, ensure_video_reader, load_image
+from rlreward.engine.image_cache import ImageCache, ImageHeader, PreparedImage, reference_key
+from rlreward.engine.media import (
+    PixelBudget,
+    check_item_resize,
+    check_path,
+    check_video_file,
+    decode_image,
+    ensure_video_reader,
+    first_resize,
+    load_image,
+    open_image,
+)
 from rlreward.schema import ErrorCode, SampleError
 
 _ROLES = {"system", "user", "assistant"}
@@ -295,61 +307,38 @@ def processor_bounds(image_processor: Any) -> tuple[int | None, int | None]:
     return get("shortest_edge"), get("longest_edge")
 
 
-def _first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
-    """(height, width) qwen-vl-utils' ``fetch_image`` resizes an image item to (its own
-    ``smart_resize``, with the item's ``resized_height``/``resized_width`` or ``min_pixels``/
-    ``max_pixels``, else its defaults), and how that was decided. Raises ``ValueError`` when the
-    item's ``min_pixels`` is above its ``max_pixels``."""
-    from qwen_vl_utils import vision_process as vp
-
-    factor = 14 * vp.SPATIAL_MERGE_SIZE
-    if "resized_height" in item and "resized_width" in item:
-        h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
-        return h, w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
-    lo = item.get("min_pixels", vp.IMAGE_MIN_TOKEN_NUM * factor**2)
-    hi = item.get("max_pixels", vp.IMAGE_MAX_TOKEN_NUM * factor**2)
-    if lo > hi:
-        raise ValueError(f"min_pixels {lo} is above max_pixels {hi} (qwen-vl-utils' default)")
-    h, w = vp.smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
-    return h, w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
-
-
-def _check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
-    """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
-
-    The first resize honours the item's ``min_pixels``/``resized_height``/``resized_width``, and
-    they can *enlarge* an image: ``min_pixels: 1e15`` would be a memory bomb. The area it would
-    produce (qwen-vl-utils' own ``smart_resize``, for an image of known size; the keys alone for a
-    video) must be at most ``limits.max_image_pixels``, like any decoded image.
-    Raises :class:`SampleError`: ``image_too_large``, or ``bad_content`` for keys qwen-vl-utils refuses.
-    """
-    cap = limits.max_image_pixels
-    if ("resized_height" in item and "resized_width" in item) or (width is not None and height is not None):
-        try:
-            h, w, why = _first_resize(item, width, height)
-        except ValueError as exc:
-            raise SampleError(ErrorCode.BAD_CONTENT, str(exc)) from exc
-        area = h * w
-    else:
-        area, why = item.get("min_pixels", 0), f"min_pixels {item.get('min_pixels')}"
-    if area > cap:
-        raise SampleError(
-            ErrorCode.IMAGE_TOO_LARGE,
-            f"{why} would be resized to {area} pixels, over the limit of {cap} (limits.max_image_pixels)",
-        )
+def _opened(image: Any) -> Any:
+    """An image item's opened image: a PIL image, or the deferred ``open_image`` call of a reference
+    whose prepared pixels were cached when its item was built (run it when they are gone)."""
+    return image().image if callable(image) else image
 
 
 class Preprocessor:
     """Turns samples into :class:`PreparedSample` for one loaded model.
 
     ``processor`` is the model's HF processor; ``rope_index`` is the model's ``get_rope_index``
-    (a pure function of token ids and grids), or ``None`` for text-only models.
+    (a pure function of token ids and grids), or ``None`` for text-only models; ``pixel_dtype`` the
+    dtype the device computes in (pixel tensors are kept in it: the vision tower casts to it first).
+    Images are prepared once per content (:attr:`images`, :mod:`rlreward.engine.image_cache`).
     """
 
-    def __init__(self, processor: Any, config: ScorerConfig, rope_index: Any = None) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        config: ScorerConfig,
+        rope_index: Any = None,
+        pixel_dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.processor = processor
         self.config = config
         self.rope_index = rope_index
+        self.pixel_dtype = pixel_dtype
+        self.images = ImageCache(config.batching.image_cache_bytes)
+        # The processor's own placeholder expansion, used when the images come from the cache.
+        self._expands = all(
+            callable(getattr(processor, a, None))
+            for a in ("replace_image_token", "get_text_with_replacements")
+        ) and callable(getattr(processor, "image_processor", None))
         tok = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         self.tokenizer = tok
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -385,7 +374,7 @@ class Preprocessor:
         if not (isinstance(patch, int) and isinstance(merge, int) and lo2 and hi2):
             return 0
         try:
-            h1, w1, _ = _first_resize(item, width, height)
+            h1, w1, _ = first_resize(item, width, height)
             h2, w2 = vp.smart_resize(h1, w1, factor=patch * merge, min_pixels=lo2, max_pixels=hi2)
         except Exception:
             return 0
@@ -393,7 +382,7 @@ class Preprocessor:
 
     def _vision_items(self, messages: list[dict]) -> tuple[list[dict], list[str]]:
         """Decode every image/video ref in place (on a copy) and attach the resize bounds."""
-        cfg, limits = self.config, self.config.limits
+        limits = self.config.limits
         digests: list[str] = []
         n_images = 0
         # Every rendered sample has at least <|im_start|>/<|im_end|> around a user and an assistant turn.
@@ -413,20 +402,9 @@ class Preprocessor:
                             ErrorCode.TOO_MANY_IMAGES,
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
-                    loaded = load_image(
-                        item["image"],
-                        cfg.media,
-                        limits,
-                        budget,
-                        lambda w, h, it=item: self.image_tokens(it, w, h),
-                    )
-                    _check_item_resize(item, loaded.image.width, loaded.image.height, limits)
-                    # Vision reuse keys on the pixels the model sees: the same file resized under
-                    # other per-item keys is another image.
-                    keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
-                    digests.append(loaded.digest + (f"|{sorted(keys.items())}" if keys else ""))
-                    # The item's own resize keys pass through to qwen-vl-utils; none are added.
-                    new_items.append({**item, "image": loaded.image})
+                    new_item, digest = self._image_item(item, budget)
+                    digests.append(digest)
+                    new_items.append(new_item)
                 elif item["type"] == "video":
                     new_items.append(self._video_item(item, budget))
                 else:
@@ -434,13 +412,43 @@ class Preprocessor:
             out.append({"role": msg["role"], "content": new_items})
         return out, digests
 
+    def _image_item(self, item: dict, budget: PixelBudget) -> tuple[dict, str]:
+        """An image item with its image opened (header read and charged, pixels decoded later only
+        if not already prepared), and its identity: content digest + per-item resize keys.
+
+        An inline reference (data URI, base64) already opened here is not decoded from base64 again
+        while its prepared pixels are cached: its header facts are remembered by a hash of the
+        reference itself, and the image is charged and checked from them."""
+        cfg, limits = self.config, self.config.limits
+        ref = item["image"]
+        keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
+        # Vision reuse keys on the pixels the model sees: the same file resized under other
+        # per-item keys is another image.
+        suffix = f"|{sorted(keys.items())}" if keys else ""
+        rkey = reference_key(ref)
+        seen = self.images.header(rkey) if rkey is not None else None
+        if seen is not None and seen.digest + suffix in self.images:
+            if budget is not None:
+                budget.charge(
+                    seen.width, seen.height, limits, self.image_tokens(item, seen.width, seen.height)
+                )
+            check_item_resize(item, seen.width, seen.height, limits)
+            opener = functools.partial(open_image, ref, cfg.media, limits)  # if evicted meanwhile
+            return {**item, "image": opener}, seen.digest + suffix
+        loaded = open_image(ref, cfg.media, limits, budget, lambda w, h: self.image_tokens(item, w, h))
+        check_item_resize(item, loaded.image.width, loaded.image.height, limits)
+        if rkey is not None:
+            self.images.remember(rkey, ImageHeader(loaded.digest, loaded.image.width, loaded.image.height))
+        # The item's own resize keys pass through to qwen-vl-utils; none are added.
+        return {**item, "image": loaded.image}, loaded.digest + suffix
+
     def _video_item(self, item: dict, budget: PixelBudget | None = None) -> dict:
         cfg, limits = self.config, self.config.limits
         ref = item["video"]
         extra = {k: v for k, v in item.items() if k not in ("type", "video")}
         if cfg.video_max_pixels is not None and "max_pixels" not in extra:
             extra["max_pixels"] = cfg.video_max_pixels  # the named deviation
-        _check_item_resize(extra, None, None, limits)
+        check_item_resize(extra, None, None, limits)
         if isinstance(ref, list):
             if len(ref) > limits.max_video_frames:
                 raise SampleError(
@@ -461,7 +469,6 @@ class Preprocessor:
 
     def prepare(self, sample: Any) -> PreparedSample:
         """Validate and preprocess one sample. Raises :class:`SampleError`."""
-        from qwen_vl_utils import process_vision_info
 
         if isinstance(sample, dict) and "rendered_text" in sample:
             return self._prepare_rendered(sample)
@@ -472,58 +479,12 @@ class Preprocessor:
         check_text(texts, limits)
         messages, digests = self._vision_items(messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        has_vision = any(
-            isinstance(m["content"], list) and any(i["type"] != "text" for i in m["content"])
-            for m in messages
-        )
+        kinds = {i["type"] for m in messages if isinstance(m["content"], list) for i in m["content"]}
         readers: list[str] = []
-        if has_vision:
-            has_file = any(
-                isinstance(m["content"], list)
-                and any(i["type"] == "video" and isinstance(i["video"], str) for i in m["content"])
-                for m in messages
-            )
-            reader = ensure_video_reader() if has_file else None
-            try:
-                # First resize, literally the card's call (metadata only adds which reader ran).
-                image_inputs, video_pairs, _ = process_vision_info(
-                    messages, return_video_kwargs=True, return_video_metadata=True
-                )
-            except SampleError:
-                raise
-            except Exception as exc:
-                has_video = any(
-                    isinstance(m["content"], list) and any(i["type"] == "video" for i in m["content"])
-                    for m in messages
-                )
-                raise SampleError(
-                    ErrorCode.VIDEO_ERROR if has_video else ErrorCode.IMAGE_DECODE,
-                    f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
-                ) from exc
-            video_inputs = [v for v, _ in video_pairs] if video_pairs else None
-            for _, meta in video_pairs or []:
-                ran = meta.get("video_backend", "frames")
-                if ran != "frames" and ran != reader:
-                    # qwen-vl-utils falls back to torchvision when the reader fails: refuse, do not
-                    # score frames sampled by another decoder.
-                    raise SampleError(
-                        ErrorCode.VIDEO_ERROR,
-                        f"the video was read by {ran}, not {reader} (the {reader} read failed)",
-                    )
-                readers.append(ran)
-            try:
-                # Second resize: the checkpoint's processor, called as the card calls it.
-                inputs = self.processor(
-                    text=[text],
-                    images=image_inputs,
-                    videos=video_inputs,
-                    padding=False,
-                    return_tensors="pt",
-                )
-            except Exception as exc:
-                raise SampleError(
-                    ErrorCode.IMAGE_DECODE, f"the processor rejected the images: {exc}"
-                ) from exc
+        if "image" in kinds and "video" not in kinds and self._expands:
+            inputs = self._with_prepared_images(messages, text, digests)
+        elif kinds - {"text"}:
+            inputs, readers = self._with_media(messages, text)
         else:
             inputs = self.processor(text=[text], padding=False, return_tensors="pt")
         input_ids = inputs["input_ids"][0]
@@ -546,6 +507,115 @@ class Preprocessor:
         )
         prepared.position_ids = self._positions(prepared, inputs.get("mm_token_type_ids"))
         return prepared
+
+    def _with_media(self, messages: list[dict], text: str) -> tuple[Any, list[str]]:
+        """The processor's outputs for a conversation with a video (and maybe images), and which
+        reader decoded each video: the card's two calls on the whole conversation."""
+        from qwen_vl_utils import process_vision_info
+
+        readers: list[str] = []
+        for m in messages:
+            for i in m["content"] if isinstance(m["content"], list) else ():
+                if i["type"] == "image":
+                    i["image"] = decode_image(i["image"])
+        has_file = any(
+            isinstance(m["content"], list)
+            and any(i["type"] == "video" and isinstance(i["video"], str) for i in m["content"])
+            for m in messages
+        )
+        reader = ensure_video_reader() if has_file else None
+        try:
+            # First resize, literally the card's call (metadata only adds which reader ran).
+            image_inputs, video_pairs, _ = process_vision_info(
+                messages, return_video_kwargs=True, return_video_metadata=True
+            )
+        except SampleError:
+            raise
+        except Exception as exc:
+            has_video = any(
+                isinstance(m["content"], list) and any(i["type"] == "video" for i in m["content"])
+                for m in messages
+            )
+            raise SampleError(
+                ErrorCode.VIDEO_ERROR if has_video else ErrorCode.IMAGE_DECODE,
+                f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
+            ) from exc
+        video_inputs = [v for v, _ in video_pairs] if video_pairs else None
+        for _, meta in video_pairs or []:
+            ran = meta.get("video_backend", "frames")
+            if ran != "frames" and ran != reader:
+                # qwen-vl-utils falls back to torchvision when the reader fails: refuse, do not
+                # score frames sampled by another decoder.
+                raise SampleError(
+                    ErrorCode.VIDEO_ERROR,
+                    f"the video was read by {ran}, not {reader} (the {reader} read failed)",
+                )
+            readers.append(ran)
+        try:
+            # Second resize: the checkpoint's processor, called as the card calls it.
+            inputs = self.processor(
+                text=[text],
+                images=image_inputs,
+                videos=video_inputs,
+                padding=False,
+                return_tensors="pt",
+            )
+        except Exception as exc:
+            raise SampleError(ErrorCode.IMAGE_DECODE, f"the processor rejected the images: {exc}") from exc
+        return inputs, readers
+
+    def _with_prepared_images(self, messages: list[dict], text: str, digests: list[str]) -> dict[str, Any]:
+        """The processor's outputs for a conversation whose images (no video) come from
+        :attr:`images`: each distinct image prepared once (:meth:`_prepare_image`), the text's
+        placeholders expanded by the processor's own ``replace_image_token`` and
+        ``get_text_with_replacements``, then tokenised by the processor as the card's call does."""
+        items = [
+            i
+            for m in messages
+            if isinstance(m["content"], list)
+            for i in m["content"]
+            if i["type"] == "image"
+        ]
+        parts = [self.images.get(d, lambda it=it: self._prepare_image(it)) for d, it in zip(digests, items)]
+        if len(parts) == 1:
+            image = parts[0]
+        else:  # the sample's images concatenated once, shared by the samples showing the same ones
+            image = self.images.get(
+                tuple(digests),
+                lambda: PreparedImage(
+                    torch.cat([p.pixel_values for p in parts]), torch.cat([p.image_grid_thw for p in parts])
+                ),
+            )
+        grids = {"image_grid_thw": image.image_grid_thw}
+        replacements = [self.processor.replace_image_token(grids, i) for i in range(len(items))]
+        expanded, _ = self.processor.get_text_with_replacements([text], replacements, [], [])
+        # The processor's text step (its tokenizer, its modality ids), without its per-call overhead.
+        inputs = dict(self.tokenizer(expanded, padding=False, return_tensors="pt"))
+        inputs["mm_token_type_ids"] = torch.tensor(
+            self.processor.create_mm_token_type_ids(inputs["input_ids"].tolist())
+        )
+        inputs["pixel_values"], inputs["image_grid_thw"] = image.pixel_values, image.image_grid_thw
+        return inputs
+
+    def _prepare_image(self, item: dict) -> PreparedImage:
+        """Decode one image item, resize it as the card's recipe does (qwen-vl-utils'
+        ``process_vision_info`` with the item's keys, then the checkpoint's image processor) and
+        patchify it; pixels in :attr:`pixel_dtype`."""
+        from qwen_vl_utils import process_vision_info
+
+        item = {**item, "image": decode_image(_opened(item["image"]))}
+        try:
+            images, _ = process_vision_info([{"role": "user", "content": [item]}])
+        except Exception as exc:
+            raise SampleError(
+                ErrorCode.IMAGE_DECODE,
+                f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
+            ) from exc
+        try:
+            out = self.processor.image_processor(images=images, return_tensors="pt")
+        except Exception as exc:
+            raise SampleError(ErrorCode.IMAGE_DECODE, f"the processor rejected the images: {exc}") from exc
+        return PreparedImage(out["pixel_values"].to(self.pixel_dtype), out["image_grid_thw"])
 
     def _prepare_rendered(self, sample: dict) -> PreparedSample:
         """``{"rendered_text": str, "add_special_tokens": bool = True}``: text already rendered with

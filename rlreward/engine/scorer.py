@@ -1,6 +1,6 @@
 """The scorer: a list of samples in, a list of :class:`ScoreResult` out, same order.
 
-The score is exactly the one ``DESIGN.md`` defines::
+The score is exactly the model card's (docs/serving.md, "Preprocessing fidelity")::
 
     score(sample) = w · h_L[t] + b        (fp32)
 
@@ -8,8 +8,9 @@ The score is exactly the one ``DESIGN.md`` defines::
 the sample's last real token (the ``\\n`` after the final ``<|im_end|>``), ``w, b`` the value head.
 ``lm_head`` is never computed (nor kept in memory).
 
-Isolation: preprocessing errors are per sample (:class:`SampleError`); if a forward pass fails, its
-samples are retried one by one so that only the one that fails gets an ``internal_error``.
+Isolation: preprocessing errors are per sample (:class:`SampleError`); a failed forward pass is split
+in halves until only the sample that fails gets an ``internal_error``; out of memory lowers the token
+budget (:mod:`rlreward.engine.passes`). A GRPO group's prefix runs once per batch (:meth:`Scorer.plan`).
 
 >>> scorer = Scorer.from_pretrained("/path/to/tiny")                      # doctest: +SKIP
 >>> scorer.score([{"prompt": "2+2?", "response": "4"}])                    # doctest: +SKIP
@@ -19,7 +20,6 @@ samples are retried one by one so that only the one that fails gets an ``interna
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -30,15 +30,19 @@ import torch
 from rlreward.engine.batching import (
     Batch,
     ForwardPass,
+    PlanCosts,
     collate,
     find_prefix_groups,
-    pack_shared,
+    kv_tokens_per_token,
     plan_batches,
+    plan_shared,
 )
 from rlreward.engine.config import ScorerConfig, resolve_device_defaults
-from rlreward.engine.head import ValueHead, load_value_head, resolve_head_file
+from rlreward.engine.head import ValueHead, load_value_head, looks_like_a_path, resolve_head_file
 from rlreward.engine.media import VIDEO_READER
+from rlreward.engine.passes import PassRunner, PrefixKV
 from rlreward.engine.preprocess import VIDEO_ITEM_KEYS, PreparedSample, Preprocessor, processor_bounds
+from rlreward.engine.vision_attention import batch_vision_windows
 from rlreward.schema import ErrorCode, SampleError, ScoreResult
 
 log = logging.getLogger("rlreward")
@@ -68,10 +72,8 @@ def load_backbone(config: ScorerConfig, device: torch.device, dtype: torch.dtype
 
     from transformers import AutoModelForImageTextToText
 
-    if not Path(config.model).is_dir() and (
-        config.model.startswith((".", "/", "~")) or config.model.count("/") > 1
-    ):
-        raise ModelLoadError(f"model directory {config.model} does not exist")
+    if not Path(config.model).is_dir() and looks_like_a_path(config.model):
+        raise ModelLoadError(f"model directory {config.model} does not exist (a hub id is NAME or ORG/NAME)")
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "revision": config.revision,
@@ -210,12 +212,15 @@ class Scorer:
         self.processor = processor
         self.head = head.to(self.device)
         rope = getattr(backbone, "get_rope_index", None)
-        self.preprocessor = Preprocessor(processor, config, rope_index=rope)
+        self.preprocessor = Preprocessor(processor, config, rope_index=rope, pixel_dtype=self.dtype)
         cfg = backbone.config
         self.image_token_id = getattr(cfg, "image_token_id", None)
         self.video_token_id = getattr(cfg, "video_token_id", None)
         self._vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._vision_cache_size = config.batching.vision_cache_size
+        self.runner = PassRunner(self, config.batching.max_batch_tokens)
+        #: Vision attention modules running equal-size windows as one call per layer.
+        self.batched_vision_windows = batch_vision_windows(backbone)
 
     @classmethod
     def from_config(cls, config: ScorerConfig) -> Scorer:
@@ -310,7 +315,9 @@ class Scorer:
                 if requested is not None
                 else f"{self.device.type} default",
                 "max_batch_size": bc.max_batch_size,
+                "budget_tokens": self.runner.budget_tokens,
                 "prefix_sharing": bc.prefix_sharing,
+                "pass_cost_tokens": bc.pass_cost_tokens,
                 "batch_wait_timeout_s": bc.batch_wait_timeout_s,
             },
         }
@@ -398,60 +405,54 @@ class Scorer:
         return value_forward(self.backbone, self.head, batch, self._batch_image_features).cpu()
 
     @torch.inference_mode()
-    def forward_shared(self, segments: Sequence[tuple[Sequence[PreparedSample], int]]) -> torch.Tensor:
-        """Scores for groups of samples that share a prefix, in segment then member order.
+    def prefix_kv(self, heads: Sequence[tuple[PreparedSample, int]]) -> PrefixKV:
+        """Run the prefixes ``(sample, prefix_len)`` (one per group, images included) as one batch
+        and keep their keys/values for :meth:`suffix_scores`. Rows are right-padded."""
+        from rlreward.engine.batching import prefix_sample
 
-        ``segments`` are ``(members, prefix_len)``: the members of one group share their first
-        ``prefix_len`` tokens, images included. All prefixes run as one batch (vision tower
-        included); their keys/values are then gathered per member, and all suffixes run as one
-        right-padded batch at their own position ids. Causal attention makes this exact: prefix
-        states never see a suffix.
-        """
-        from transformers import DynamicCache
-
-        lm = self.backbone.language_model
-        heads = []
-        for members, p in segments:
-            first = members[0]
-            heads.append(
-                PreparedSample(
-                    input_ids=first.input_ids[:p],
-                    position_ids=first.position_ids[:, :p],
-                    pixel_values=first.pixel_values,
-                    image_grid_thw=first.image_grid_thw,
-                    image_digests=list(first.image_digests),
-                )
-            )
-        prefix = collate(heads, self.preprocessor.pad_token_id, "right").to(self.device)
-        out = lm(
-            inputs_embeds=self._embed(prefix),
-            attention_mask=prefix.attention_mask,
-            position_ids=prefix.position_ids,
+        batch = collate([prefix_sample(s, p) for s, p in heads], self.preprocessor.pad_token_id, "right")
+        batch = batch.to(self.device)
+        out = self.backbone.language_model(
+            inputs_embeds=self._embed(batch),
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
             use_cache=True,
         )
-        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        wp = prefix.input_ids.shape[1]
-        rows = [(g, s, p) for g, (members, p) in enumerate(segments) for s in members]
-        n = len(rows)
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return PrefixKV(layers=layers, mask=batch.attention_mask, width=int(batch.input_ids.shape[1]))
+
+    @torch.inference_mode()
+    def suffix_scores(
+        self, prefix: PrefixKV, rows: Sequence[tuple[int, PreparedSample, int]]
+    ) -> torch.Tensor:
+        """Scores [R] (fp32, CPU) of rows ``(prefix row, sample, prefix_len)`` whose suffixes (the
+        sample's tokens after ``prefix_len``) run as one padded batch at their own position ids
+        against ``prefix``'s keys/values, expanded to the rows. Causal attention makes this exact:
+        a prefix state never sees a suffix."""
+        from transformers import DynamicCache
+
+        n, wp = len(rows), prefix.width
         width = max(s.num_tokens - p for _, s, p in rows)
+        left = self.config.batching.padding_side == "left"
         ids = torch.full((n, width), self.preprocessor.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, wp + width), dtype=torch.long)
         pos = torch.zeros((3, n, width), dtype=torch.long)
         last = torch.empty(n, dtype=torch.long)
-        prefix_mask = prefix.attention_mask.cpu()
+        prefix_mask = prefix.mask.cpu()
         for r, (g, s, p) in enumerate(rows):
             k = s.num_tokens - p
-            ids[r, :k] = s.input_ids[p:]
+            sl = slice(width - k, width) if left else slice(0, k)
+            ids[r, sl] = s.input_ids[p:]
             mask[r, :wp] = prefix_mask[g]
-            mask[r, wp : wp + k] = 1
-            pos[:, r, :k] = s.position_ids[:, p:]
-            last[r] = k - 1
+            mask[r, wp + sl.start : wp + sl.stop] = 1
+            pos[:, r, sl] = s.position_ids[:, p:]
+            last[r] = sl.stop - 1
         which = torch.tensor([g for g, _, _ in rows], device=self.device)
         cache = DynamicCache(
-            ddp_cache_data=[(k.index_select(0, which), v.index_select(0, which)) for k, v in kv]
+            ddp_cache_data=[(k.index_select(0, which), v.index_select(0, which)) for k, v in prefix.layers]
         )
         ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
-        out = lm(
+        out = self.backbone.language_model(
             inputs_embeds=self.backbone.get_input_embeddings()(ids),
             attention_mask=mask,
             position_ids=pos,
@@ -461,59 +462,48 @@ class Scorer:
         hidden = out.last_hidden_state
         return self.head(hidden[torch.arange(n, device=hidden.device), last.to(self.device)]).cpu()
 
-    def _results(self, scores: list[float]) -> list[ScoreResult]:
-        return [
-            ScoreResult(score=s)
-            if math.isfinite(s)
-            else ScoreResult.failed(ErrorCode.INTERNAL, f"the model produced a non-finite score ({s})")
-            for s in scores
-        ]
+    @property
+    def kv_tokens_per_token(self) -> float:
+        """A cached token's keys/values in token-equivalents of the budget (:func:`kv_tokens_per_token`)."""
+        return kv_tokens_per_token(self.backbone.config.get_text_config())
 
-    def _run(self, fp: ForwardPass, items: Sequence[PreparedSample]) -> list[ScoreResult]:
-        """One forward pass; on failure, retry its samples one by one (unshared)."""
-        try:
-            if fp.shared:
-                scores = self.forward_shared([([items[i] for i in m], p) for m, p in fp.segments]).tolist()
-            else:
-                batch = collate(
-                    [items[i] for i in fp.indices],
-                    self.preprocessor.pad_token_id,
-                    self.config.batching.padding_side,
-                )
-                scores = self.forward(batch).tolist()
-        except Exception as exc:
-            if len(fp.indices) == 1 and not fp.shared:
-                log.exception("forward pass failed for one sample")
-                return [
-                    ScoreResult.failed(
-                        ErrorCode.INTERNAL, f"forward pass failed: {type(exc).__name__}: {exc}"
-                    )
-                ]
-            log.warning("forward pass of %d samples failed (%s); retrying one by one", len(fp.indices), exc)
-            return [r for i in fp.indices for r in self._run(ForwardPass([([i], 0)]), items)]
-        return self._results(scores)
+    @property
+    def budget_tokens(self) -> int:
+        """The token budget plans use now: ``max_batch_tokens``, lowered after out-of-memory errors."""
+        return self.runner.budget_tokens
+
+    def engine_stats(self) -> dict[str, Any]:
+        """Cumulative pass counters (see :mod:`rlreward.engine.passes`): ``forward_passes``,
+        ``prefix_passes``, ``computed_tokens``, ``useful_tokens``, ``shared_path_failures``,
+        ``out_of_memory``, the ``budget_tokens`` in use, and the prepared-image cache's figures."""
+        c = self.runner.counters
+        return {
+            "forward_passes": c.forward_passes,
+            "prefix_passes": c.prefix_passes,
+            "computed_tokens": c.computed_tokens,
+            "useful_tokens": c.useful_tokens,
+            "shared_path_failures": c.shared_path_failures,
+            "out_of_memory": c.out_of_memory,
+            "budget_tokens": self.runner.budget_tokens,
+            "image_cache": self.preprocessor.images.stats(),
+        }
 
     def plan(self, items: Sequence[PreparedSample]) -> list[ForwardPass]:
-        """The forward passes that score ``items``, in run order (see :class:`ForwardPass`)."""
+        """The passes that score ``items``, in run order (see :class:`ForwardPass`): prefix groups
+        (:func:`find_prefix_groups`) as shared passes planned by cost (:func:`plan_shared`: each
+        group's prefix once, suffix chunks, prefix KV counted in the budget), the rest unshared
+        (:func:`plan_batches`), all under :attr:`budget_tokens`."""
         bc = self.config.batching
+        budget = self.runner.budget_tokens
         rest = list(range(len(items)))
         passes: list[ForwardPass] = []
         if bc.prefix_sharing:
             vision_ids = [t for t in (self.image_token_id, self.video_token_id) if t is not None]
             groups, rest = find_prefix_groups(items, bc.min_shared_prefix_tokens, vision_ids)
-            chunks = []
-            for grp in groups:
-                # Split a big group by the suffix token budget; every chunk re-uses the prefix.
-                suffix = [items[m].num_tokens - grp.prefix_len for m in grp.members]
-                for chunk in plan_batches(
-                    suffix, bc.max_batch_tokens, bc.max_batch_size, bc.min_padding_efficiency
-                ):
-                    chunks.append(([grp.members[c] for c in chunk], grp.prefix_len))
-            passes += pack_shared(
-                chunks, [it.num_tokens for it in items], bc.max_batch_tokens, bc.max_batch_size
-            )
+            costs = PlanCosts(budget, bc.max_batch_size, self.kv_tokens_per_token, bc.pass_cost_tokens)
+            passes += plan_shared(groups, [it.num_tokens for it in items], costs)
         lengths = [items[i].num_tokens for i in rest]
-        for chunk in plan_batches(lengths, bc.max_batch_tokens, bc.max_batch_size, bc.min_padding_efficiency):
+        for chunk in plan_batches(lengths, budget, bc.max_batch_size, bc.min_padding_efficiency):
             passes.append(ForwardPass([([rest[c] for c in chunk], 0)]))
         return passes
 
@@ -527,7 +517,7 @@ class Scorer:
         if progress and len(todo) < len(items):
             progress(len(items) - len(todo))
         for fp in self.plan(prepared):
-            for j, r in zip(fp.indices, self._run(fp, prepared)):
+            for j, r in self.runner.run(fp, prepared).items():
                 results[todo[j]] = r
             if progress:
                 progress(len(fp.indices))

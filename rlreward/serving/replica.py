@@ -6,36 +6,20 @@ Contract (what callers and Serve see):
   an image) before the replica takes traffic; a model that cannot score fails the deployment.
 * ``await score(samples) -> list[ScoreResult]``: ``results[i]`` belongs to ``samples[i]``; it never
   raises for bad samples (they get their error result). Each request's handler awaits its own
-  samples' futures, so Serve's accounting (ongoing requests, ``max_ongoing_requests``, backpressure)
-  counts requests exactly as before.
-* **Continuous batching.** The unit of batching is one **sample**. A request's samples are prepared
-  (decode, resize, tokenise) in a thread pool — also while a forward pass runs — and, once all of them
-  are ready, queued together. One engine task per replica runs forward passes back to back: the moment
-  the device frees it cuts the next batch from everything queued (see :func:`cut_batch`: oldest first,
-  samples of one prefix group — a GRPO prompt — kept adjacent, up to the ``max_batch_tokens`` padded
-  budget and ``max_batch_size``, then the rest of any group it started), so samples of concurrent
-  requests (OpenRLHF and verl send one per request) and of one group sent in separate requests share
-  a forward pass and its prefix. There is no wait while the device is busy; when it is idle, the first
-  queued sample waits at most ``batch_wait_timeout_s`` (0 = runs at once) for others. The forward
-  pass runs in a worker thread (``asyncio.to_thread``); the event loop never blocks on the model.
-* **Bounded queue (bytes).** The prepared samples a replica holds (queued or in a forward pass, until
-  their request answers) are counted in bytes: every tensor storage of a ``PreparedSample`` once,
-  however many samples share it (a GRPO group's one pixel tensor). A request arriving while that
-  count, plus what requests still being prepared are expected to add, would pass ``max_queued_bytes``
-  is refused at once with :class:`QueueBytesFull` (a ``BackPressureError``: 503 + ``Retry-After`` at
-  the ingress, retried by the client within its time budget); a replica holding nothing always admits,
-  so one request larger than the bound still runs. ``stats()`` reports ``queued_bytes``,
-  ``peak_queued_bytes``, ``max_queued_bytes`` and ``refused_requests``.
-* ``check_health`` fails when the device cannot score a probe sample, or a forward pass has run for
-  longer than ``stuck_forward_s``; Serve then replaces the replica.
-* ``record_autoscaling_stats`` reports ``backlog_samples`` (samples accepted, not yet answered);
-  :class:`SampleBacklogPolicy` scales on it.
-* ``stats()`` returns counters and the recent batch compositions (tests and operators read them);
-  ``info()`` is what ``/v1/models`` shows.
-* Metrics (``ray.serve.metrics``, exported with deployment/replica/application tags):
-  ``rlreward_samples`` (by outcome), ``rlreward_sample_errors`` (by code), ``rlreward_tokens``,
-  ``rlreward_batch_samples``, ``rlreward_batch_padded_tokens``, ``rlreward_forward_latency_ms``,
-  ``rlreward_request_latency_ms``, ``rlreward_backlog_samples``.
+  samples' futures, so Serve's accounting (ongoing requests, backpressure) counts requests.
+* **Continuous batching**, per sample: a request's samples are prepared in a thread pool (also while
+  a forward pass runs) and queued together; one engine task runs forward passes back to back, each
+  time cutting the next batch from everything queued (:func:`cut_batch`: oldest first, a prefix
+  group kept together, under ``max_batch_tokens`` and ``max_batch_size``). No wait while the device
+  is busy; when idle, the first sample waits at most ``batch_wait_timeout_s``. The forward pass runs
+  in a worker thread; the event loop never blocks on the model.
+* **Bounded bytes**: past ``max_queued_bytes`` of prepared samples held (shared tensors once), a
+  request gets :class:`QueueBytesFull` (503 + ``Retry-After``); an empty replica admits any one.
+* ``check_health`` fails when the device cannot score a probe, or a forward pass has run longer than
+  ``stuck_forward_s``; Serve then replaces the replica.
+* ``record_autoscaling_stats`` reports ``backlog_samples`` (accepted, not yet answered);
+  ``stats()`` returns counters and recent batch compositions; ``info()`` is what ``/v1/models``
+  shows; metrics go out through ``ray.serve.metrics`` (``rlreward_*``; the list: docs/serving.md).
 
 This module imports neither torch nor the scorer at import time: the Serve controller and the
 ingress load it without the model stack.
@@ -286,6 +270,19 @@ class RewardReplica:
         self._m_backlog = metrics.Gauge(
             "rlreward_backlog_samples", description="Samples accepted by this replica and not yet answered."
         )
+        self._m_engine = {
+            key: metrics.Counter(f"rlreward_{key}", description=text)
+            for key, text in (
+                ("shared_path_failures", "Shared-prefix passes that failed and were scored unshared."),
+                ("out_of_memory", "Forward passes that ran out of memory (split in halves, budget lowered)."),
+                (
+                    "computed_tokens",
+                    "Tokens run through the language model (padding included, prefixes once).",
+                ),
+                ("useful_tokens", "Each group's prefix once plus every real suffix token."),
+            )
+        }
+        self._engine_seen: dict[str, int] = {}
 
     # -- scoring ----------------------------------------------------------------------------------
     async def score(self, samples: list[Any]) -> list[ScoreResult]:
@@ -464,7 +461,17 @@ class RewardReplica:
         self._m_padded.observe(padded)
         self._m_tokens.inc(tokens)
         self._m_forward.observe(elapsed_ms)
+        self._export_engine_counters()
         return results
+
+    def _export_engine_counters(self) -> None:
+        """Add the scorer's counter increments since the last batch to the replica's metrics."""
+        now = _engine_stats(self.scorer)
+        for key, counter in getattr(self, "_m_engine", {}).items():
+            delta = int(now.get(key, 0)) - self._engine_seen.get(key, 0)
+            if delta > 0:
+                counter.inc(delta)
+            self._engine_seen[key] = int(now.get(key, 0))
 
     def _forward(self, items: list[Any]) -> list[ScoreResult]:
         with self._device_lock:
@@ -528,6 +535,7 @@ class RewardReplica:
             "max_queued_bytes": self._max_queued_bytes,
             "refused_requests": self._refused,
             "cpu_s": _process_cpu_s(),
+            **_engine_stats(self.scorer),
         }
 
     def info(self) -> dict[str, Any]:
@@ -539,6 +547,13 @@ class RewardReplica:
         if wait is not None:
             live["batch_wait_timeout_s"] = wait
         return {**info, **live, "batching": {**(info.get("batching") or {}), **live}}
+
+
+def _engine_stats(engine: Any) -> dict[str, Any]:
+    """The engine's pass counters (``Scorer.engine_stats``: budget in use, computed/useful tokens,
+    shared-path failures, out-of-memory splits); empty for an engine without them."""
+    fn = getattr(engine, "engine_stats", None)
+    return fn() if callable(fn) else {}
 
 
 def _process_cpu_s() -> float:

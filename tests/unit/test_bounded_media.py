@@ -396,4 +396,6 @@ def test_images_over_the_token_limit_are_refused_before_decoding(tiny_model_dir,
     [r] = s.score([{"prompt": "q", "response": "x", "images": [big] * 4}])
     assert r.error is not None and r.error.code == "too_many_tokens", r
     assert "before decoding" in r.error.message
-    assert len(decoded) == 3  # the fourth image's header was read, its pixels never decoded
+    # Every header is read (and charged) before any image is decoded: the fourth's refusal leaves
+    # nothing decoded at all.
+    assert len(decoded) == 0
