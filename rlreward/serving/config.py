@@ -197,7 +197,7 @@ class ReplicaOptions(_Model):
         "limit. A rollout burst counts in full at once: keep it large or -1.",
     )
     max_queued_bytes: int = Field(
-        default=1 << 30,
+        default=512 << 20,
         gt=0,
         description="Bytes of prepared samples (pixel tensors + token ids, a tensor shared by a group counted "
         "once) one replica holds, queued or being scored; a request arriving beyond it is refused with 503 + "

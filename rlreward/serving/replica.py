@@ -49,7 +49,7 @@ log = logging.getLogger("rlreward")
 
 _RECENT_BATCHES = 256
 #: Default bound on the bytes of prepared samples one replica holds (``replica.max_queued_bytes``).
-DEFAULT_MAX_QUEUED_BYTES = 1 << 30
+DEFAULT_MAX_QUEUED_BYTES = 512 << 20
 
 
 class QueueBytesFull(BackPressureError):
