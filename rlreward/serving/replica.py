@@ -193,7 +193,8 @@ class RewardReplica:
         self._requests = itertools.count()
         self._backlog = 0
         # Bounded queue in bytes (module docstring): held bytes, bytes expected from requests in
-        # preparation, and the mean bytes per prepared sample seen (None before the first request).
+        # preparation, and the mean bytes per prepared sample seen (None before the first request is
+        # prepared: requests arriving meanwhile wait for it rather than guess).
         self._max_queued_bytes = int(max_queued_bytes)
         self._held = QueueBytes()
         self._preparing_bytes = 0
@@ -297,7 +298,7 @@ class RewardReplica:
             return [ScoreResult.failed(ErrorCode.INVALID_SAMPLE, "samples must be a list")], [0]
         t0 = time.perf_counter()
         n = len(samples)
-        expected = self._admit(n)
+        expected = await self._admit(n)
         self._backlog += n
         self._m_backlog.set(self._backlog)
         keys: list[int] = []
@@ -323,16 +324,17 @@ class RewardReplica:
         tokens = [p.num_tokens if not isinstance(p, ScoreResult) else 0 for p in prepared]
         return list(results), tokens
 
-    def _admit(self, n: int) -> int:
+    async def _admit(self, n: int) -> int:
         """Admit a request of ``n`` samples under ``max_queued_bytes`` (or raise :class:`QueueBytesFull`);
         returns the bytes it is expected to add while it is prepared."""
+        # Until a first request is prepared the size of a sample is unknown: later ones wait for it.
+        while self._bytes_per_sample is None and self._preparing > 0:
+            await asyncio.sleep(0.005)
         held = self._held.bytes + self._preparing_bytes
-        per_sample = self._bytes_per_sample
-        expected = round(n * per_sample) if per_sample is not None else 0
+        per_sample = self._bytes_per_sample or 0.0
+        expected = round(n * per_sample)
         idle = self._held.bytes == 0 and self._preparing == 0
-        # Before the first prepared request the size of a sample is unknown: one request at a time.
-        over = held + expected > self._max_queued_bytes if per_sample is not None else not idle
-        if over and not idle:
+        if held + expected > self._max_queued_bytes and not idle:
             self._refused += 1
             raise QueueBytesFull(held, self._max_queued_bytes)
         self._preparing += 1
