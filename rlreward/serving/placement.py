@@ -153,11 +153,9 @@ def _has_autoscaler() -> bool:
         return False
 
 
-def check_cluster(cfg: AppConfig, report: Callable[[str], None] = print) -> AppConfig:
-    """The config to deploy on the connected cluster: ``cfg`` when its initial replicas fit, else
-    one with as many as fit (reported), or :class:`Unplaceable` naming the missing resource."""
-    nodes = free_resources_per_node()
-    fit = fit_app(
+def fit_config(cfg: AppConfig, nodes: list[dict[str, float]]) -> Fit:
+    """:func:`fit_app` for the ingress and initial replicas of ``cfg`` on ``nodes`` (free resources)."""
+    return fit_app(
         nodes,
         replica_demand(cfg),
         ingress_demand(cfg),
@@ -165,6 +163,12 @@ def check_cluster(cfg: AppConfig, report: Callable[[str], None] = print) -> AppC
         initial_replicas(cfg),
         cfg.replica.max_replicas_per_node,
     )
+
+
+def check_cluster(cfg: AppConfig, report: Callable[[str], None] = print) -> AppConfig:
+    """The config to deploy on the connected cluster: ``cfg`` when its initial replicas fit, else
+    one with as many as fit (reported), or :class:`Unplaceable` naming the missing resource."""
+    fit = fit_config(cfg, free_resources_per_node())
     if fit.ingress_fits and fit.replicas == fit.wanted:
         return cfg
     why = "; ".join(fit.short)
