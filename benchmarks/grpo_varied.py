@@ -4,7 +4,8 @@ Workload: ``--groups`` prompts x ``--answers`` answers whose lengths are drawn u
 ``--completion-tokens MIN..MAX`` (tokens), one ``--image-size`` noise image per prompt, interleaved.
 Model: ``bench-small`` (random weights, Qwen2.5-VL-7B proportions; see ``rlreward bench``).
 
-1. Scoring (samples prepared once beforehand): median seconds of ``score_prepared`` over the burst,
+1. Scoring (samples prepared once beforehand): median wall and CPU seconds (process time: steadier
+   than wall time on a shared machine; one torch thread) of ``score_prepared`` over the burst,
    prefix sharing on vs off; tokens the language model computed (rows x width of every call, counted
    by a forward hook on it, not by rlreward's counters) and useful tokens (each group's prefix once +
    every real suffix token); prefix forwards per group.
@@ -42,7 +43,9 @@ def words_of(tokenizer: Any, n: int, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def workload(tokenizer: Any, groups: int, answers: int, lo: int, hi: int, size: int, seed: int) -> list[dict]:
+def workload(
+    tokenizer: Any, groups: int, answers: int, lo: int, hi: int, size: tuple[int, int], seed: int
+) -> list[dict]:
     import base64
     import io
 
@@ -52,7 +55,7 @@ def workload(tokenizer: Any, groups: int, answers: int, lo: int, hi: int, size: 
     rng = random.Random(seed)
     images = []
     for g in range(groups):
-        arr = np.random.default_rng(seed + g).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        arr = np.random.default_rng(seed + g).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, "PNG")
         images.append(base64.b64encode(buf.getvalue()).decode())
@@ -106,19 +109,22 @@ def score_run(scorer: Any, prepared: list[Any], repeats: int) -> dict[str, Any]:
         calls.append((kwargs.get("past_key_values") is not None, int(x.shape[0]), int(x.shape[1])))
 
     handle = scorer.backbone.language_model.register_forward_pre_hook(hook, with_kwargs=True)
-    times = []
+    times, cpu = [], []
     try:
         for _r in range(repeats):
             calls.clear()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             results = scorer.score_prepared(prepared)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     finally:
         handle.remove()
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:1]
     return {
         "seconds": statistics.median(times),
         "all_seconds": [round(t, 3) for t in times],
+        "cpu_seconds": statistics.median(cpu),
+        "all_cpu_seconds": [round(t, 3) for t in cpu],
         "samples_per_s": len(prepared) / statistics.median(times),
         "computed_tokens": sum(rows * width for _, rows, width in calls),
         "lm_calls": len(calls),
@@ -138,22 +144,26 @@ def storage_bytes(prepared: list[Any]) -> int:
 
 
 def prepare_run(scorer: Any, group: list[dict], repeats: int) -> dict[str, Any]:
-    def timed(samples: list[dict]) -> tuple[float, int]:
-        times, kept = [], 0
+    def timed(samples: list[dict]) -> tuple[float, float, int]:
+        times, cpu, kept = [], [], 0
         for _ in range(repeats):
             if hasattr(scorer.preprocessor, "images"):  # a fresh (empty) cache each repeat
                 from rlreward.engine.image_cache import ImageCache
 
                 scorer.preprocessor.images = ImageCache(scorer.config.batching.image_cache_bytes)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             prepared = [scorer.prepare(s) for s in samples]
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             kept = storage_bytes(prepared)
-        return statistics.median(times), kept
+        return statistics.median(times), statistics.median(cpu), kept
 
-    t1, b1 = timed(group[:1])
-    tn, bn = timed(group)
+    t1, c1, b1 = timed(group[:1])
+    tn, cn, bn = timed(group)
     return {
+        "one_cpu_s": c1,
+        "group_cpu_s": cn,
+        "cpu_ratio": cn / c1,
         "one_s": t1,
         "group_s": tn,
         "time_ratio": tn / t1,
@@ -168,24 +178,24 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=4)
     ap.add_argument("--answers", type=int, default=8)
     ap.add_argument("--completion-tokens", default="16..512")
-    ap.add_argument("--image-size", type=int, default=448)
+    ap.add_argument("--image-size", default="448x448", help="WIDTHxHEIGHT")
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="default: the scorer's CPU default")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prepare-only", action="store_true", help="only part 2 (preparation)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lo, hi = (int(x) for x in args.completion_tokens.split(".."))
+    size = tuple(int(x) for x in args.image_size.split("x"))
 
     from rlreward.offline.bench.models import build_random_model
 
     bench = build_random_model("bench-small", torch.device("cpu"), torch.float32, seed=args.seed)
     unshared = make_scorer(bench, False, args.max_batch_tokens, None)
     shared = make_scorer(bench, True, args.max_batch_tokens, None)
-    samples = workload(
-        unshared.preprocessor.tokenizer, args.groups, args.answers, lo, hi, args.image_size, args.seed
-    )
+    samples = workload(unshared.preprocessor.tokenizer, args.groups, args.answers, lo, hi, size, args.seed)
     prepared = [unshared.prepare(s) for s in samples]
     out: dict[str, Any] = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -199,7 +209,7 @@ def main() -> None:
             "groups": args.groups,
             "answers": args.answers,
             "completion_tokens": [lo, hi],
-            "image": f"{args.image_size}x{args.image_size}",
+            "image": args.image_size,
             "tokens_per_sample": [p.num_tokens for p in prepared],
             "image_tokens": int(prepared[0].image_grid_thw.prod()) // 4,
         },
@@ -211,17 +221,16 @@ def main() -> None:
         "loadavg_start": os.getloadavg(),
     }
     useful = useful_tokens(prepared, args.groups)
-    for name, scorer in (("unshared", unshared), ("shared", shared)):
+    for name, scorer in () if args.prepare_only else (("unshared", unshared), ("shared", shared)):
         run = score_run(scorer, prepared, args.repeats)
         run["useful_tokens"] = useful
         run["computed_over_useful"] = run["computed_tokens"] / useful
         out[name] = run
-    out["shared_over_unshared"] = out["unshared"]["seconds"] / out["shared"]["seconds"]
-    out["max_score_diff"] = max(
-        abs(a - b) for a, b in zip(out["shared"]["scores"], out["unshared"]["scores"])
-    )
-    for key in ("shared", "unshared"):
-        out[key].pop("scores")
+    if not args.prepare_only:
+        out["shared_over_unshared"] = out["unshared"]["seconds"] / out["shared"]["seconds"]
+        out["shared_over_unshared_cpu"] = out["unshared"]["cpu_seconds"] / out["shared"]["cpu_seconds"]
+        pairs = zip(out["shared"].pop("scores"), out["unshared"].pop("scores"))
+        out["max_score_diff"] = max(abs(a - b) for a, b in pairs)
     group = samples[:: args.groups][: args.answers]  # one prompt's answers
     out["prepare_cached"] = prepare_run(
         make_scorer(bench, True, args.max_batch_tokens, None), group, args.repeats

@@ -40,6 +40,14 @@ def scorer(tiny_model_dir):
     return Scorer.from_pretrained(tiny_model_dir, dtype="float32", device="cpu")
 
 
+def cpu_scorer(model_dir: str, **batching):
+    """A float32 CPU scorer on ``model_dir`` with these ``batching`` settings (one per call)."""
+    from rlreward.engine.config import ScorerConfig
+    from rlreward.engine.scorer import Scorer
+
+    return Scorer.from_config(ScorerConfig(model=model_dir, dtype="float32", device="cpu", batching=batching))
+
+
 def png_bytes(color="red", size=(64, 48), mode="RGB") -> bytes:
     from PIL import Image
 

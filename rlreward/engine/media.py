@@ -425,15 +425,11 @@ def decode_image(image: Image.Image) -> Image.Image:
 
 
 def load_image(
-    ref: Any,
-    policy: MediaPolicy,
-    limits: Limits,
-    budget: PixelBudget | None = None,
-    visual_tokens: Callable[[int, int], int] | None = None,
+    ref: Any, policy: MediaPolicy, limits: Limits, budget: PixelBudget | None = None
 ) -> LoadedImage:
-    """Resolve, check and decode one image reference to an RGB PIL image (:func:`open_image` then
-    :func:`decode_image`). Raises :class:`SampleError`."""
-    opened = open_image(ref, policy, limits, budget, visual_tokens)
+    """Resolve, check and decode one image reference to an RGB PIL image (:func:`open_image`, the
+    pixels charged to ``budget``, then :func:`decode_image`). Raises :class:`SampleError`."""
+    opened = open_image(ref, policy, limits, budget)
     return LoadedImage(image=decode_image(opened.image), digest=opened.digest)
 
 

@@ -43,14 +43,9 @@ def test_without_a_floor_a_mixed_bag_pads_and_with_it_does_not():
 def _qwen7b_text_config():
     from types import SimpleNamespace
 
-    return SimpleNamespace(
-        hidden_size=3584,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        head_dim=128,
-        num_hidden_layers=28,
-        intermediate_size=18944,
-    )
+    from rlreward.offline.bench.models import QWEN25_VL_7B_TEXT
+
+    return SimpleNamespace(**QWEN25_VL_7B_TEXT)
 
 
 def test_kv_of_a_shared_pass_counts_in_the_token_budget():

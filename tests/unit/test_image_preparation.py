@@ -12,11 +12,9 @@ import torch
 from PIL import ImageFile
 from qwen_vl_utils import vision_process
 
-from rlreward.engine.config import ScorerConfig
 from rlreward.engine.image_cache import PreparedImage
 from rlreward.engine.preprocess import Preprocessor
-from rlreward.engine.scorer import Scorer
-from tests.conftest import noise_png
+from tests.conftest import cpu_scorer, noise_png
 
 
 def group_samples(prompts: int = 3, answers: int = 4, size=(224, 168)) -> list[dict]:
@@ -51,10 +49,7 @@ def counts(monkeypatch):
     return seen
 
 
-def make(tiny_model_dir: str, **batching) -> Scorer:
-    return Scorer.from_config(
-        ScorerConfig(model=tiny_model_dir, dtype="float32", device="cpu", batching=batching)
-    )
+make = cpu_scorer
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,10 @@ import weakref
 import pytest
 import torch
 
-from rlreward.engine.config import ScorerConfig
 from rlreward.engine.scorer import Scorer
-from tests.conftest import noise_png
+from tests.conftest import cpu_scorer, noise_png
 
-
-def make(tiny_model_dir: str, **batching) -> Scorer:
-    return Scorer.from_config(
-        ScorerConfig(model=tiny_model_dir, dtype="float32", device="cpu", batching=batching)
-    )
+make = cpu_scorer
 
 
 TEXT = [

@@ -10,9 +10,8 @@ import random
 
 import pytest
 
-from rlreward.engine.config import ScorerConfig
 from rlreward.engine.scorer import Scorer
-from tests.conftest import noise_png
+from tests.conftest import cpu_scorer, noise_png
 from tests.recipe import CardRecipe
 
 WORDS = "the cat sat on a red mat while two dogs ran past the old blue house near green trees".split()
@@ -73,8 +72,7 @@ def expected(samples, recipe):
 
 
 def make(tiny_model_dir: str, **batching) -> Scorer:
-    cfg = {"prefix_sharing": True, "min_shared_prefix_tokens": 16, **batching}
-    return Scorer.from_config(ScorerConfig(model=tiny_model_dir, dtype="float32", device="cpu", batching=cfg))
+    return cpu_scorer(tiny_model_dir, **{"prefix_sharing": True, "min_shared_prefix_tokens": 16, **batching})
 
 
 def count_lm_calls(scorer: Scorer) -> list[tuple[bool, int, int]]:
