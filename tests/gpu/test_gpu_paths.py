@@ -1,72 +1,48 @@
-"""On an accelerator, bf16: the serving paths agree with one-at-a-time scoring on GRPO groups whose
-answers vary in length: prefix sharing vs none, left vs right padding, one batch vs alone.
+"""On an accelerator: every serving path scores a varied GRPO burst as one-at-a-time scoring does
+(bf16: prefix sharing on and off, left and right padding, against batch size 1), and in fp32 the
+shared and unshared paths agree to 1e-4.
 
-Skipped where no CUDA device is present. ``benchmarks/gpu_check.sh`` runs this folder on a GPU box.
-bf16 kernels differ by batch shape, so agreement is within 2e-2 relative (the card recipe's own
-spread between kernels, as in ``test_bf16_parity.py``).
+Complements ``test_varied_groups.py`` (shared vs unshared in one batch, prefix once, a real OOM).
+Skipped where no CUDA device is present; ``benchmarks/gpu_check.sh`` runs this folder on a GPU box.
+bf16 kernels differ by batch shape: agreement within 2e-2 relative, as in ``test_bf16_parity.py``.
 """
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
+
+from tests.gpu.test_varied_groups import _scorer
+from tests.unit.test_prefix_varied import burst
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 TOL = 2e-2
 
 
-def _scorer(model_dir: str, **batching):
-    from rlreward.engine.config import ScorerConfig
-    from rlreward.engine.scorer import Scorer
-
-    cfg = ScorerConfig(
-        model=model_dir, dtype="bfloat16", device="cuda", attn_implementation="sdpa", batching=batching
-    )
-    return Scorer.from_config(cfg)
-
-
-def _groups(n_groups: int = 3, group: int = 8, seed: int = 0) -> list[dict]:
-    from tests.conftest import noise_png
-
-    rng = random.Random(seed)
-    out = []
-    for g in range(n_groups):
-        image = noise_png(g, (336, 224))
-        prompt = f"Describe picture {g} in detail, then answer: what is in the corner?"
-        for _ in range(group):
-            out.append({"prompt": prompt, "response": "word " * rng.randint(1, 300), "images": [image]})
-    return out
-
-
 @pytest.fixture(scope="module")
 def alone(tiny_model_dir) -> tuple[list[dict], list[float]]:
-    samples = _groups()
+    samples = burst(groups=3, answers=6)
     scorer = _scorer(tiny_model_dir, prefix_sharing=False)
     return samples, [scorer.score([s])[0].score for s in samples]
 
 
-def _close(got: list[float | None], want: list[float]) -> None:
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("sharing", [False, True])
+def test_a_varied_burst_scores_as_one_at_a_time(tiny_model_dir, alone, sharing, padding_side):
+    samples, want = alone
+    scorer = _scorer(tiny_model_dir, prefix_sharing=sharing, padding_side=padding_side)
+    got = [r.score for r in scorer.score(samples)]
     assert None not in got
     for g, w in zip(got, want):
         assert abs(g - w) <= TOL * max(1.0, abs(w)), (g, w)
-
-
-@pytest.mark.parametrize("padding_side", ["right", "left"])
-@pytest.mark.parametrize("sharing", [False, True])
-def test_grpo_groups_with_varied_answers_score_as_alone(tiny_model_dir, alone, sharing, padding_side):
-    samples, want = alone
-    scorer = _scorer(tiny_model_dir, prefix_sharing=sharing, padding_side=padding_side)
-    _close([r.score for r in scorer.score(samples)], want)
 
 
 def test_shared_and_unshared_agree_in_fp32_on_the_gpu(tiny_model_dir):
     from rlreward.engine.config import ScorerConfig
     from rlreward.engine.scorer import Scorer
 
-    samples = _groups(2, 6, seed=1)
+    samples = burst(groups=2, answers=5, seed=1)
     scores = {}
     for sharing in (False, True):
         cfg = ScorerConfig(
