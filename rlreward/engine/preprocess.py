@@ -481,7 +481,13 @@ class Preprocessor:
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         kinds = {i["type"] for m in messages if isinstance(m["content"], list) for i in m["content"]}
         readers: list[str] = []
-        if "image" in kinds and "video" not in kinds and self._expands:
+        # Images from the cache when the processor call is the plain one (no family extra kwargs).
+        if (
+            "image" in kinds
+            and "video" not in kinds
+            and self._expands
+            and not getattr(self, "processor_kwargs", None)
+        ):
             inputs = self._with_prepared_images(messages, text, digests)
         elif kinds - {"text"}:
             inputs, readers = self._with_media(messages, text)
@@ -605,7 +611,9 @@ class Preprocessor:
 
         item = {**item, "image": decode_image(_opened(item["image"]))}
         try:
-            images, _ = process_vision_info([{"role": "user", "content": [item]}])
+            images, _ = process_vision_info(
+                [{"role": "user", "content": [item]}], image_patch_size=getattr(self, "image_patch_size", 14)
+            )
         except Exception as exc:
             raise SampleError(
                 ErrorCode.IMAGE_DECODE,
