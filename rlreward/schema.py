@@ -115,17 +115,23 @@ class SampleError(Exception):
         return ScoreResult.failed(self.code, self.message)
 
 
-class ScoreRequest(BaseModel):
-    """Body of ``POST /v1/score``."""
+def failed_all(n: int, exc: BaseException) -> list[ScoreResult]:
+    """``n`` ``unavailable`` results for a whole call that failed (server down, retries spent)."""
+    msg = f"{type(exc).__name__}: {exc}"
+    return [ScoreResult.failed(ErrorCode.UNAVAILABLE, msg) for _ in range(n)]
 
-    samples: list[SampleDict] = Field(description="Samples to score, in either documented form.")
 
-
-class ScoreResponse(BaseModel):
-    """Answer of ``POST /v1/score``: ``results[i]`` belongs to ``samples[i]``."""
-
-    model: str = Field(description="The served model's id.")
-    results: list[ScoreResult] = Field(description="One result per sample, same order.")
+def as_list(value: Any) -> list[Any]:
+    """A column of references as a list: ``None`` → ``[]``; a list/tuple/numpy array → a list;
+    anything else → ``[value]``."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays from parquet
+        out = value.tolist()
+        return out if isinstance(out, list) else [out]
+    return [value]
 
 
 def image_data_uri(image: Any) -> str:

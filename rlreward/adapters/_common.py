@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from rlreward.schema import ErrorCode, ScoreResult, image_data_uri
+from rlreward.schema import ScoreResult, image_data_uri
 
 __all__ = [
     "ClientSpec",
@@ -25,7 +25,6 @@ __all__ = [
     "wire_image",
     "score_async",
     "score_sync",
-    "failed_all",
     "send_hint_async",
     "send_hint_sync",
 ]
@@ -240,12 +239,6 @@ def _check_results(results: Sequence[Any], n: int) -> list[ScoreResult]:
     return results
 
 
-def failed_all(n: int, exc: BaseException) -> list[ScoreResult]:
-    """``n`` ``unavailable`` results for a whole call that failed (server down, retries spent)."""
-    msg = f"{type(exc).__name__}: {exc}"
-    return [ScoreResult.failed(ErrorCode.UNAVAILABLE, msg) for _ in range(n)]
-
-
 def wire_image(ref: Any, memo: dict[int, Any] | None = None) -> Any:
     """An image reference as JSON can carry it; what is already JSON-safe passes through.
 
@@ -283,15 +276,3 @@ def wire_image(ref: Any, memo: dict[int, Any] | None = None) -> Any:
     if memo is not None:
         memo[id(ref)] = (ref, out)  # keep ref alive so its id is not reused within this call
     return out
-
-
-def as_list(value: Any) -> list[Any]:
-    """``None`` → ``[]``; a list/tuple/numpy array → a list; anything else → ``[value]``."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays from parquet
-        out = value.tolist()
-        return out if isinstance(out, list) else [out]
-    return [value]

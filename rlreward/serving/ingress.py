@@ -6,14 +6,14 @@ Routes:
   "error": null|{"code", "message"}}]}``; ``results[i]`` belongs to ``samples[i]``. A sample that is
   not valid gets its own error; the others are scored.
 * ``POST /get_reward``: OpenRLHF's remote-reward contract (``{"query": [...], ...}`` →
-  ``{"rewards": [...], ...}``), implemented by :func:`rlreward.adapters.openrlhf.get_reward_endpoint`
-  over this server's scoring; 501 if that adapter is not installed.
+  ``{"rewards": [...], ...}``), implemented by :func:`rlreward.protocols.openrlhf.get_reward_endpoint`
+  over this server's scoring.
 * ``GET /health``: 200 when a replica answers, else 503. Never needs the token.
 * ``GET /v1/models``: the served model in vLLM's ``ModelCard`` shape (id, created, root,
   max_model_len, permission), then rlreward's fields (head shape, dtype, device, request limits).
 * ``POST /classify`` (also ``/v1/classify``), ``POST /pooling``, ``POST /score``, ``POST /rerank``
   (also ``/v1/rerank``, ``/v2/rerank``): vLLM's reward-model
-  API (:mod:`rlreward.serving.vllm_api`), so clients written for vLLM need no code; their errors use
+  API (:mod:`rlreward.protocols.vllm`), so clients written for vLLM need no code; their errors use
   vLLM's body ``{"error": {"message", "type", "param", "code"}}`` (401/413/5xx included).
 * ``POST /v1/hints`` ``{"event": "expect"|"rollout_started"|"step_done", "n_samples"?: int,
   "within_s"?: float, "source"?: str}`` → ``{"accepted": bool, "reason"?: str}``: the trainer's RL-phase
@@ -22,8 +22,8 @@ Routes:
   ``RewardIngress.post_hint`` is the same for handle callers.
 
 * ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API description, with the
-  request bodies' JSON schemas (:class:`ScoreRequest`, :class:`GetRewardRequest`). Behind the token
-  like every route but ``/health``.
+  request bodies' JSON schemas (:class:`ScoreSamplesRequest`, the protocols' request models). Behind
+  the token like every route but ``/health``.
 
 Request bodies are pydantic models, validated after the size check on the raw body. A new route
 follows the same pattern: a model here, ``await self._body(request, Model)`` in the route,
@@ -67,8 +67,9 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlreward.errors import classify_ray_error
+from rlreward.protocols import vllm
+from rlreward.protocols.openrlhf import GetRewardRequest, get_reward_endpoint
 from rlreward.schema import ScoreResult
-from rlreward.serving import vllm_api
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
 
 log = logging.getLogger("rlreward")
@@ -85,7 +86,7 @@ api = FastAPI(
 
 
 # -- request bodies ---------------------------------------------------------------------------------
-class ScoreRequest(BaseModel):
+class ScoreSamplesRequest(BaseModel):
     """``POST /v1/score``. Each sample is checked on its own by the replica (a bad one gets its own
     error, its neighbours are scored), so the items are free-form here."""
 
@@ -95,18 +96,6 @@ class ScoreRequest(BaseModel):
         description="Samples to score: {prompt, response, images?, videos?} or {messages: [...]}; "
         "results[i] belongs to samples[i]."
     )
-
-
-class GetRewardRequest(BaseModel):
-    """``POST /get_reward``: OpenRLHF's remote reward request (``--reward.remote_url``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    query: str | list[str] = Field(description="Full decoded sequences (prompt + response), one per sample.")
-    prompts: str | list[str | None] | None = Field(
-        default=None, description="The prompt part of each query (may be shorter or missing)."
-    )
-    labels: Any = Field(default=None, description="Per-sample labels (answers, image references); optional.")
 
 
 def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -154,8 +143,8 @@ async def _http_error(_: Request, exc: HttpError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.retry_after_s)
 
 
-@api.exception_handler(vllm_api.VllmError)
-async def _vllm_error(_: Request, exc: vllm_api.VllmError) -> JSONResponse:
+@api.exception_handler(vllm.VllmError)
+async def _vllm_error(_: Request, exc: vllm.VllmError) -> JSONResponse:
     headers = (
         {"Retry-After": str(max(1, round(exc.retry_after_s)))} if exc.retry_after_s is not None else None
     )
@@ -348,10 +337,10 @@ class RewardIngress:
                 "send them in chunks (RewardClient does this with chunk_size)",
             )
 
-    @api.post("/v1/score", openapi_extra=_openapi_body(ScoreRequest))
+    @api.post("/v1/score", openapi_extra=_openapi_body(ScoreSamplesRequest))
     async def score(self, request: Request) -> JSONResponse:
         self._authorize(request)
-        body: ScoreRequest = await self._body(request, ScoreRequest)
+        body: ScoreSamplesRequest = await self._body(request, ScoreSamplesRequest)
         self._check_count(len(body.samples), "samples")
         results = await self.score_samples(body.samples)
         out = []
@@ -367,10 +356,6 @@ class RewardIngress:
         self._authorize(request)
         body: GetRewardRequest = await self._body(request, GetRewardRequest)
         self._check_count(1 if isinstance(body.query, str) else len(body.query), "queries")
-        try:
-            from rlreward.adapters.openrlhf import get_reward_endpoint
-        except ImportError as exc:
-            raise HttpError(501, "not_implemented", f"the OpenRLHF adapter is not available: {exc}") from exc
         # The adapter answers a failed scoring call with fallback rewards (OpenRLHF needs numbers); a
         # replica that is dead, restarting or overloaded must instead reach the caller as 503/504 so
         # that it retries: a fallback reward there would be a lost reward.
@@ -394,38 +379,38 @@ class RewardIngress:
             raise unavailable[0]
         return JSONResponse(answer)
 
-    # -- vLLM's reward-model API (rlreward.serving.vllm_api) ------------------------------------------
+    # -- vLLM's reward-model API (rlreward.protocols.vllm) ------------------------------------------
     async def _vllm(self, request: Request, route: Any) -> JSONResponse:
-        """Run a :mod:`~rlreward.serving.vllm_api` route; every failure answers in vLLM's error shape."""
+        """Run a :mod:`~rlreward.protocols.vllm` route; every failure answers in vLLM's error shape."""
         try:
             self._authorize(request)
-            vllm_api.check_content_type(request.headers.get("content-type"))
+            vllm.check_content_type(request.headers.get("content-type"))
             payload = _parse_json(await self._read_body(request))
-            ctx = vllm_api.VllmContext(
+            ctx = vllm.VllmContext(
                 self._model_name, self._http.max_samples_per_request, request.headers.get("x-request-id")
             )
             return JSONResponse(await route(payload, ctx, self.score_samples_with_tokens))
         except HttpError as exc:
-            raise vllm_api.from_http_error(exc.status, exc.message, exc.retry_after_s) from exc
+            raise vllm.from_http_error(exc.status, exc.message, exc.retry_after_s) from exc
 
-    @api.post("/classify", openapi_extra=_openapi_body(vllm_api.InputRequest))
+    @api.post("/classify", openapi_extra=_openapi_body(vllm.InputRequest))
     @api.post("/v1/classify", include_in_schema=False)
     async def vllm_classify(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.classify)
+        return await self._vllm(request, vllm.classify)
 
-    @api.post("/pooling", openapi_extra=_openapi_body(vllm_api.PoolingRequest))
+    @api.post("/pooling", openapi_extra=_openapi_body(vllm.PoolingRequest))
     async def vllm_pooling(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.pooling)
+        return await self._vllm(request, vllm.pooling)
 
-    @api.post("/score", openapi_extra=_openapi_body(vllm_api.ScoreRequest))
+    @api.post("/score", openapi_extra=_openapi_body(vllm.PairScoreRequest))
     async def vllm_score(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.score_pairs)
+        return await self._vllm(request, vllm.score_pairs)
 
-    @api.post("/rerank", openapi_extra=_openapi_body(vllm_api.RerankRequest))
+    @api.post("/rerank", openapi_extra=_openapi_body(vllm.RerankRequest))
     @api.post("/v1/rerank", include_in_schema=False)
     @api.post("/v2/rerank", include_in_schema=False)
     async def vllm_rerank(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.rerank)
+        return await self._vllm(request, vllm.rerank)
 
     # -- API description, behind the token ------------------------------------------------------------
     @api.get("/openapi.json", include_in_schema=False)
@@ -488,7 +473,7 @@ class RewardIngress:
                 "data": [
                     {
                         # vLLM's ModelCard fields first, rlreward's after them.
-                        **vllm_api.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
+                        **vllm.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
                         "head_shape": info.get("head_shape"),
                         "hidden_size": info.get("hidden_size"),
                         "dtype": info.get("dtype"),

@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from rlreward.adapters._common import ClientHolder, ClientSpec, as_list, score_async, score_sync, wire_image
-from rlreward.schema import ScoreResult
+from rlreward.adapters._common import ClientHolder, ClientSpec, score_async, score_sync, wire_image
+from rlreward.schema import ScoreResult, as_list
 from tests.conftest import noise_png
 
 _SCORERS: dict[str, object] = {}
