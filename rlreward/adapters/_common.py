@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from rlreward.errors import awaited
 from rlreward.schema import ScoreResult, image_data_uri
 
 __all__ = [
@@ -198,12 +199,8 @@ def score_sync(holder: ClientHolder, samples: list[dict]) -> list[ScoreResult]:
     client = holder.sync()
     out = client.score(samples)
     if inspect.isawaitable(out):
-        out = asyncio.run(_await(out))
+        out = asyncio.run(awaited(out))
     return _check_results(out, len(samples))
-
-
-async def _await(aw: Any) -> Any:
-    return await aw
 
 
 def send_hint_sync(holder: ClientHolder, event: str, **kwargs: Any) -> None:
@@ -215,7 +212,7 @@ def send_hint_sync(holder: ClientHolder, event: str, **kwargs: Any) -> None:
         if fn is not None:
             out = fn(**kwargs)
             if inspect.isawaitable(out):
-                asyncio.run(_await(out))
+                asyncio.run(awaited(out))
     except Exception as exc:
         log.debug("rlreward hint %s not delivered: %s", event, exc)
 

@@ -32,11 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlreward.engine.config import ScorerConfig
 
+# Deployment names inside an application: defined once, where handle callers (the client) read them.
+from rlreward.transport import INGRESS_DEPLOYMENT as INGRESS_DEPLOYMENT
+from rlreward.transport import REPLICA_DEPLOYMENT as REPLICA_DEPLOYMENT
+
 log = logging.getLogger("rlreward")
 
-#: Deployment names inside an application (the client's handle mode addresses the replica by name).
-REPLICA_DEPLOYMENT = "RewardReplica"
-INGRESS_DEPLOYMENT = "RewardIngress"
 DEFAULT_APP_NAME = "rlreward"
 #: The embedded default configuration (tiny checkpoint, CPU, fractional CPUs).
 DEFAULT_CONFIG = "tiny-cpu.yaml"

@@ -66,7 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlreward.errors import classify_ray_error
+from rlreward.errors import awaited, classify_ray_error
 from rlreward.protocols import vllm
 from rlreward.protocols.openrlhf import GetRewardRequest, get_reward_endpoint
 from rlreward.schema import ScoreResult
@@ -188,10 +188,6 @@ def _parse_json(body: bytes) -> Any:
         raise HttpError(422, "malformed_request", "body is nested too deeply") from exc
 
 
-async def _await(response: Any) -> Any:
-    return await response
-
-
 class HintRequest(BaseModel):
     """Body of ``POST /v1/hints`` (and of ``RewardIngress.post_hint``): one RL-phase hint."""
 
@@ -310,7 +306,7 @@ class RewardIngress:
     async def _await_replica(self, response: Any) -> Any:
         """A replica call's answer; Ray/Serve failures and the timeout become :class:`HttpError`."""
         try:
-            results = await asyncio.wait_for(_await(response), self._http.request_timeout_s)
+            results = await asyncio.wait_for(awaited(response), self._http.request_timeout_s)
         except asyncio.TimeoutError as exc:
             response.cancel()
             raise HttpError(
@@ -451,7 +447,7 @@ class RewardIngress:
     @api.get("/health")
     async def health(self) -> JSONResponse:
         try:
-            await asyncio.wait_for(_await(self._replica.info.remote()), 10.0)
+            await asyncio.wait_for(awaited(self._replica.info.remote()), 10.0)
         except Exception as exc:
             return error_response(503, "unavailable", f"no reward replica answers: {type(exc).__name__}", 1.0)
         return JSONResponse({"status": "ok", "model": self._model_name})
@@ -461,7 +457,7 @@ class RewardIngress:
         self._authorize(request)
         if self._info is None:
             try:
-                self._info = await asyncio.wait_for(_await(self._replica.info.remote()), 30.0)
+                self._info = await asyncio.wait_for(awaited(self._replica.info.remote()), 30.0)
             except Exception as exc:
                 raise HttpError(
                     503, "unavailable", f"no reward replica answers: {type(exc).__name__}", 1.0

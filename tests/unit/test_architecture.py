@@ -2,9 +2,9 @@
 
 * No import cycles among ``rlreward`` modules (every ``import`` / ``from ... import``, at any depth
   of a function, parsed from the source), and no ``importlib`` module loading inside the package.
-* Layers: commands → offline / serving → engine → schema; the trainer side (``schema``, ``errors``,
-  ``client``, ``rewards``, ``trace``, ``adapters``) never imports ``engine``, ``serving``, ``offline``
-  or ``commands``. ``protocols`` (foreign wire formats: vLLM's, OpenRLHF's) sits between: serving and
+* Layers: commands → offline / serving → engine → schema; the trainer side (``schema``,
+  ``errors``, ``client``, ``transport``, ``rewards``, ``trace``, ``adapters``) never imports
+  ``engine``, ``serving``, ``offline`` or ``commands``. ``protocols`` (foreign wire formats: vLLM's, OpenRLHF's) sits between: serving and
   the adapters import it, it imports only ``schema``, ``errors`` and ``rewards``.
 * In a fresh interpreter the trainer-side and protocol modules load no ``torch``, ``transformers``,
   ``ray.serve`` or engine module (``rlreward.adapters.verl`` may load ``torch``: verl's contract
@@ -115,6 +115,7 @@ TRAINER_SIDE = (
     "rlreward.schema",
     "rlreward.errors",
     "rlreward.client",
+    "rlreward.transport",
     "rlreward.rewards",
     "rlreward.adapters",
     "rlreward.trace",
@@ -175,6 +176,7 @@ HEAVY = ("torch", "transformers", "ray.serve")
         ("rlreward.schema", ()),
         ("rlreward.errors", ()),
         ("rlreward.client", ()),
+        ("rlreward.transport", ()),
         ("rlreward.rewards", ()),
         ("rlreward.trace", ()),
         ("rlreward.adapters.trl", ()),
