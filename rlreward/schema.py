@@ -33,9 +33,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: A sample as callers send it: a plain dict in one of the two forms above.
-SampleDict = dict[str, Any]
-
 
 class ErrorCode(str, Enum):
     """Stable, documented codes for a sample that could not be scored."""

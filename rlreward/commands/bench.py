@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+from rlreward.commands._options import add_model_arguments, scorer_config_from_args
 from rlreward.engine.config import ScorerConfig
+from rlreward.errors import UsageError
 from rlreward.offline.bench import DEFAULT_SYSTEMS, SYSTEMS
 from rlreward.offline.bench.models import PEAK_TFLOPS, load_bench_model, sample_flops
 from rlreward.offline.bench.report import (
@@ -114,7 +115,7 @@ def _systems(arg: str, no_prefix_sharing: bool) -> list[str]:
     names = [s.strip() for s in arg.split(",") if s.strip()]
     bad = [s for s in names if s not in SYSTEMS]
     if bad or not names:
-        raise CliError(f"unknown system(s) {bad or arg!r}; choose from {', '.join(SYSTEMS)}")
+        raise UsageError(f"unknown system(s) {bad or arg!r}; choose from {', '.join(SYSTEMS)}")
     if no_prefix_sharing and "shared" in names:
         print("--no-prefix-sharing: leaving out the 'shared' system", file=sys.stderr)
         names.remove("shared")
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = _systems(args.systems, args.no_prefix_sharing)
     if args.repeats < 1:
-        raise CliError("--repeats must be at least 1")
+        raise UsageError("--repeats must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     failed = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, PreparedSample)]
     if failed:
         i, res = failed[0]
-        raise CliError(f"sample {i} of the workload cannot be scored: {res.error.message}")
+        raise UsageError(f"sample {i} of the workload cannot be scored: {res.error.message}")
     lengths = [p.num_tokens for p in prepared]
     config = bench.model.config
     merge = config.vision_config.spatial_merge_size**2

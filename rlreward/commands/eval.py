@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Any
 
-from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+from rlreward.commands._options import add_model_arguments, scorer_config_from_args
+from rlreward.errors import UsageError
 from rlreward.offline.benchmarks import default_tie_tolerance
 from rlreward.offline.evaluation import (
     FORMATS,
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         items, fmt, base = load_items(args.dataset, args.format, split=args.split, limit=args.limit)
     except EvalError as exc:
-        raise CliError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     default_roots = [str(base)] if base is not None else []
     if args.model:
         from rlreward.engine.scorer import Scorer
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             backend = RemoteBackend(args.url, args.api_key, MediaPolicy(image_roots=roots))
         except EvalError as exc:
-            raise CliError(str(exc)) from exc
+            raise UsageError(str(exc)) from exc
         model = args.url
     sidecar = ScoreCache.sidecar_path(args.output)
     try:
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             sidecar, {"dataset": args.dataset, "format": fmt, "model": model}, resume=args.resume
         )
     except EvalError as exc:
-        raise CliError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     t0 = time.perf_counter()
     unit = "group" if fmt == "best-of-k" else "pair"
     try:
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             )
         preprocessing = backend_info(backend, requested)
     except EvalError as exc:
-        raise CliError(f"{exc} (scores so far are kept in {sidecar}; rerun with --resume)") from exc
+        raise UsageError(f"{exc} (scores so far are kept in {sidecar}; rerun with --resume)") from exc
     finally:
         cache.close()
         if isinstance(backend, RemoteBackend):

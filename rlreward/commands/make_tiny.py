@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlreward.commands._options import CliError
+from rlreward.errors import UsageError
 from rlreward.offline.tiny import ProcessorOptions, make_tiny
 
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             legacy_bounds=args.legacy_bounds,
         )
     except ValueError as exc:
-        raise CliError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     out = make_tiny(args.dir, seed=args.seed, processor=options)
     print(f"wrote tiny Skywork-VL-Reward-shaped checkpoint to {out}")
     if getattr(args, "train", False):

@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+from rlreward.commands._options import add_model_arguments, scorer_config_from_args
+from rlreward.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def _read_jsonl(path: str) -> list[Any]:
     try:
         fh = sys.stdin if path == "-" else open(path, encoding="utf-8")
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     items: list[Any] = []
     with fh:
         for n, line in enumerate(fh, 1):

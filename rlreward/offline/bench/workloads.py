@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from rlreward.errors import UsageError as CliError
+from rlreward.errors import UsageError
 from rlreward.schema import image_data_uri as schema_image_data_uri
 
 
@@ -34,7 +34,7 @@ def one_token_words(tokenizer: Any) -> list[str]:
 
     words = sorted({w for w in _WORDS if n(w) == 1 and n(" " + w) == 1})
     if len(words) < 8:
-        raise CliError("this tokenizer has too few one-token English words to synthesize exact lengths")
+        raise UsageError("this tokenizer has too few one-token English words to synthesize exact lengths")
     return words
 
 
@@ -99,5 +99,5 @@ def make_workload(
             **({"image_tokens": f"{max(4, n_img // 4)}..{n_img}"} if kind == "ppo" else {}),
         )
     else:
-        raise CliError(f"unknown workload {kind!r}: use grpo, ppo or text")
+        raise UsageError(f"unknown workload {kind!r}: use grpo, ppo or text")
     return Workload(kind, out, groups, params)
