@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
@@ -129,6 +130,37 @@ def as_list(value: Any) -> list[Any]:
         out = value.tolist()
         return out if isinstance(out, list) else [out]
     return [value]
+
+
+#: Content-item types that carry media (the card's and the OpenAI-style names).
+MEDIA_TYPES = ("image", "image_url", "video", "video_url")
+
+
+def media_items(messages: Any) -> Iterator[dict[str, Any]]:
+    """The one walk over a conversation's media: every image or video item of the turns' list
+    ``content``, in order. An item is a dict whose ``type`` is one of :data:`MEDIA_TYPES` or, without a
+    ``type`` (the card allows it), that has one of those keys. The dicts themselves are yielded, so a
+    caller may read them or fill them in place; anything that is not a list of turns yields nothing."""
+    if not isinstance(messages, list):
+        return
+    for turn in messages:
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if not isinstance(content, list):
+            continue
+        for item in content:
+            if isinstance(item, dict) and (
+                item.get("type") in MEDIA_TYPES
+                or ("type" not in item and any(k in item for k in MEDIA_TYPES))
+            ):
+                yield item
+
+
+def media_refs(item: dict[str, Any]) -> list[Any]:
+    """The references of one media item: an image's one reference, a video's frames (a list) or its
+    file (one reference)."""
+    kind = item.get("type") or next(k for k in MEDIA_TYPES if k in item)
+    ref = item.get(kind)
+    return list(ref) if isinstance(ref, list) and kind.startswith("video") else [ref]
 
 
 def image_data_uri(image: Any) -> str:

@@ -31,7 +31,7 @@ import torch
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
 from rlreward.engine.media import PixelBudget, check_path, check_video_file, ensure_video_reader, load_image
-from rlreward.schema import ErrorCode, SampleError
+from rlreward.schema import ErrorCode, SampleError, media_items
 
 _ROLES = {"system", "user", "assistant"}
 
@@ -472,16 +472,11 @@ class Preprocessor:
         check_text(texts, limits)
         messages, digests = self._vision_items(messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        has_vision = any(
-            isinstance(m["content"], list) and any(i["type"] != "text" for i in m["content"])
-            for m in messages
-        )
+        has_vision = next(media_items(messages), None) is not None
         readers: list[str] = []
         if has_vision:
             has_file = any(
-                isinstance(m["content"], list)
-                and any(i["type"] == "video" and isinstance(i["video"], str) for i in m["content"])
-                for m in messages
+                i["type"] == "video" and isinstance(i["video"], str) for i in media_items(messages)
             )
             reader = ensure_video_reader() if has_file else None
             try:
@@ -492,10 +487,7 @@ class Preprocessor:
             except SampleError:
                 raise
             except Exception as exc:
-                has_video = any(
-                    isinstance(m["content"], list) and any(i["type"] == "video" for i in m["content"])
-                    for m in messages
-                )
+                has_video = any(i["type"] == "video" for i in media_items(messages))
                 raise SampleError(
                     ErrorCode.VIDEO_ERROR if has_video else ErrorCode.IMAGE_DECODE,
                     f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlreward.rewards import RewardComposition, accuracy_reward
-from rlreward.schema import ErrorCode, ScoreResult, as_list, failed_all
+from rlreward.schema import ErrorCode, ScoreResult, as_list, failed_all, media_items
 
 __all__ = [
     "CONNECTION_KEYS",
@@ -239,9 +239,7 @@ def _build(
 ) -> dict:
     """Fill the image slots with ``images`` (through ``encode_image``, if given); raise ``ValueError`` if
     they do not fit."""
-    slots = [
-        it for m in messages if isinstance(m["content"], list) for it in m["content"] if it["type"] == "image"
-    ]
+    slots = [it for it in media_items(messages) if it["type"] == "image"]
     refs = [encode_image(im) for im in images] if encode_image else list(images)
     if not slots:
         return (
