@@ -17,6 +17,7 @@ Nothing here imports torch or transformers; httpx and ray are imported on first 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import threading
 import time
@@ -112,7 +113,7 @@ OPERATIONS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-class Transport:
+class Transport(abc.ABC):
     """How a client reaches the server. Every operation in a sync and an async form, one signature
     each; each raises :class:`RewardClientError` only (the foreign error as ``__cause__``)::
 
@@ -130,18 +131,23 @@ class Transport:
 
     where: str = ""
 
+    @abc.abstractmethod
     def _call(self, op: str, payload: Any, timeout_s: float | None) -> Any:
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def _acall(self, op: str, payload: Any, timeout_s: float | None) -> Any:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def translate(self, exc: BaseException) -> RewardClientError:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def aclose(self) -> None:
         raise NotImplementedError
 
@@ -371,7 +377,9 @@ class HandleTransport(Transport):
     async def _acall(self, op: str, payload: Any, timeout_s: float | None) -> Any:
         target = OPERATIONS[op][2]
         # First use: ray.init / the handle lookup may block briefly, so off the event loop.
-        handle = self._handles.get(target) or await asyncio.to_thread(self._handle, target)
+        handle = self._handles.get(target)
+        if handle is None:
+            handle = await asyncio.to_thread(self._handle, target)
         response = self._remote(handle, op, payload)
         try:
             return await asyncio.wait_for(awaited(response), timeout_s or self.timeout_s)
