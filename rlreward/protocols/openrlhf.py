@@ -65,7 +65,7 @@ CONNECTION_KEYS = frozenset(
 )
 
 #: ``score_fn`` of :func:`get_reward_endpoint`: samples → one result each.
-ScoreFn = Callable[[list[dict]], Awaitable[list[ScoreResult]]]
+SamplesScoreFn = Callable[[list[dict]], Awaitable[list[ScoreResult]]]
 
 
 class GetRewardRequest(BaseModel):
@@ -340,7 +340,7 @@ def merge_results(items: list[QueryItem], scored: list[ScoreResult]) -> list[Sco
 
 
 async def get_reward_endpoint(
-    payload: dict, score_fn: ScoreFn, options: GetRewardOptions | None = None
+    payload: dict, score_fn: SamplesScoreFn, options: GetRewardOptions | None = None
 ) -> dict[str, Any]:
     """The body of ``POST /get_reward`` (OpenRLHF ``--reward.remote_url``).
 
