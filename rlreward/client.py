@@ -20,6 +20,7 @@ Every failure is a :class:`RewardClientError` (the tree, once, in :mod:`rlreward
 misuse is a ``ValueError``. Clients pickle (live connections are rebuilt on first use). ``timeout_s``
 bounds one attempt; the API key defaults to ``$RLREWARD_API_KEY``; ``transport=httpx.MockTransport``
 runs the client against a function (tests). No torch or transformers; ray only in handle mode.
+The manual: docs/client.md and docs/serving.md ("Clients").
 
 >>> RewardClient(url="http://127.0.0.1:8000").score([{"prompt": "2+2?", "response": "4"}])  # doctest: +SKIP
 [ScoreResult(score=0.73, error=None)]
@@ -314,7 +315,7 @@ class RewardClient(_BaseRewardClient):
         return self._transport.stats()
 
     def sleep(self, level: int = 1) -> dict[str, Any]:
-        """Put every replica to sleep (``POST /v1/sleep``, ``level`` 1 or 2: see docs/sleep.md); returns
+        """Put every replica to sleep (``POST /v1/sleep``, ``level`` 1 or 2); returns
         ``{"replicas": [...states...]}`` once all sleep. One attempt; errors as for :meth:`score`."""
         return self._transport.sleep(self._sleep_level(level))
 

@@ -1,27 +1,21 @@
-r"""OpenRLHF 0.11.x adapter: remote reward for (vision-)language PPO/GRPO, three ways in.
+"""OpenRLHF 0.11.x adapter: remote reward for (vision-)language PPO/GRPO, three ways in.
 
-OpenRLHF's wire format (query/label in, ``{"rewards", "scores", "extra_logs"}`` out, the label
-schema, how the text is rebuilt from the query, the fallback reward) lives in
-:mod:`rlreward.protocols.openrlhf`. This module gives OpenRLHF its three forms:
+OpenRLHF's wire format (``{"query", "prompts", "labels"}`` in, numeric ``{"rewards", "scores",
+"extra_logs"}`` out, the text rebuilt from ``query``, the label schema, the fallback reward) lives in
+:mod:`rlreward.protocols.openrlhf`. The three forms:
 
-1. **HTTP** (``--reward.remote_url http://rm:8000/get_reward``): the rlreward app's ``POST
-   /get_reward`` route (:func:`rlreward.protocols.openrlhf.get_reward_endpoint`). Images come from
-   the **label**.
+1. **HTTP** (``--reward.remote_url http://rm:8000/get_reward``): the app's ``POST /get_reward``
+   (:func:`rlreward.protocols.openrlhf.get_reward_endpoint`); images come from the label.
 2. **Python file** (``--reward.remote_url examples/openrlhf/reward_func.py``): :func:`reward_func`,
-   called in a worker thread with 1-element lists; scores through :class:`rlreward.client.RewardClient`.
-   Images come from the label.
+   scoring through :class:`rlreward.client.RewardClient`; images come from the label.
 3. **Agent executor** (``--train.agent_func_path examples/openrlhf/agent_func.py``):
-   ``RewardAgentExecutor`` generates as OpenRLHF's ``SingleTurnAgentExecutor`` does, then scores
-   the response with **the rollout's own images** (whatever the dataset's ``images`` column held).
+   ``RewardAgentExecutor`` generates as OpenRLHF's ``SingleTurnAgentExecutor`` does and scores the
+   response with the rollout's own images.
 
-**Phase hints** are not sent from here: OpenRLHF asks for one sample's reward at a time, with no step
-boundary visible to a reward function. A training script can send them itself around
-``make_experience`` (``RewardClient(...).expect(n, within_s=...)``, then ``step_done()``).
-
-Options (:class:`OpenRLHFOptions`: the wire format's plus the connection) come from the JSON in
-``$RLREWARD_OPENRLHF`` (set it in the Ray ``runtime_env`` of the trainer, or of the serving app for
-the HTTP form), e.g. ``{"fallback_reward": -1.0, "composition": {"model": 1.0, "accuracy": 1.0}}``;
-the server address for forms 2 and 3 also from ``$RLREWARD_URL`` / ``$RLREWARD_API_KEY``.
+A sample that cannot be scored gets ``fallback_reward`` and ``extra_logs["rm_error"] = 1.0``; the call
+never fails on a per-sample problem. Options: :class:`OpenRLHFOptions` (the wire format's plus the
+connection), JSON in ``$RLREWARD_OPENRLHF``. No phase hints are sent from here (no step boundary is
+visible to a reward function). The manual (label schema, options): docs/trainers.md.
 """
 
 from __future__ import annotations
