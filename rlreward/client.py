@@ -7,8 +7,8 @@ carries its ``error``. Lists are cut into ``chunk_size`` chunks, ``max_concurren
 chunk is retried (jittered exponential backoff, at least the server's ``Retry-After``) for as long as
 its time budget ``retry_budget_s`` (default 120 s) lasts when the server is unreachable, answers
 429/502/503/504 or a 500 that Ray Serve's proxy wrote for a dead ingress, a replica died, or an
-attempt timed out; any other 4xx is final. When the budget runs out the error says so.
-``submit(samples)`` returns a ``concurrent.futures.Future``.
+attempt timed out; any other 4xx is final (the error says when the budget ran out). ``submit``
+returns a ``concurrent.futures.Future``.
 
 One attempt each, errors as for ``score``: ``models()``; ``stats()`` (``GET /v1/stats``);
 ``sleep(level=1)`` / ``wake()`` (``POST /v1/sleep`` / ``/v1/wake``); the autoscaling phase hints
@@ -20,8 +20,7 @@ Every failure is a :class:`RewardClientError` (the tree, once, in :mod:`rlreward
 misuse is a ``ValueError``. Clients pickle (live connections are rebuilt on first use). ``timeout_s``
 bounds one attempt; the API key defaults to ``$RLREWARD_API_KEY``; ``transport=httpx.MockTransport``
 runs the client against a function (tests). No torch or transformers; ray only in handle mode.
-The manual: docs/client.md and docs/serving.md ("Clients").
-
+Manual: docs/client.md, docs/serving.md.
 >>> RewardClient(url="http://127.0.0.1:8000").score([{"prompt": "2+2?", "response": "4"}])  # doctest: +SKIP
 [ScoreResult(score=0.73, error=None)]
 """
