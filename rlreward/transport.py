@@ -269,6 +269,8 @@ class HttpTransport(Transport):
             kwargs["json"] = {"samples": _jsonable(payload)}
         elif op == "sleep":
             kwargs["json"] = {"level": payload}
+        elif op == "wake":
+            kwargs["json"] = {}  # a JSON body like every POST route's, so a body check never trips
         elif payload is not None:
             kwargs["json"] = payload
         if timeout_s is not None:

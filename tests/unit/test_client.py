@@ -442,7 +442,7 @@ def test_every_operation_over_http_has_its_route_body_and_token(cls):
         ("GET", "/v1/stats", None),
         ("POST", "/v1/sleep", {"level": 1}),
         ("POST", "/v1/sleep", {"level": 2}),
-        ("POST", "/v1/wake", None),
+        ("POST", "/v1/wake", {}),
     ]
     assert server.seen[5][1] == "/v1/hints" and server.seen[5][2]["n_samples"] == 8
     assert {auth for *_, auth in server.seen} == {"Bearer k"}
