@@ -673,7 +673,7 @@ class ReplicaHealth:
                     "replica_id": info.get("replica_id") or f"pid-{info.get('pid')}",
                     "scores": [r.score if r.error is None else None for r in results],
                     "t": time.time(),
-                    **{k: info.get(k) for k in ("pid", "node_id", "backlog_samples", "queued_samples",
+                    **{k: info.get(k) for k in ("pid", "node_id", "actor_name", "backlog_samples", "queued_samples",
                                                 "samples", "errors")},
                 }  # fmt: skip
                 if self._board is None:
