@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
@@ -259,6 +260,48 @@ def _longest_increasing(pairs) -> list[dict]:
         prev = [c for j, c in enumerate(best) if pairs[j][0] < n and pairs[j][1] < sc - 1e-4]
         best.append(max(prev, key=len, default=[]) + [s])
     return max(best, key=len)
+
+
+def test_prometheus_scrape_has_every_grafana_metric(app):
+    import ray
+
+    from tests.unit.test_grafana_dashboard import dashboard_queries
+
+    wanted = {m for _, expr in dashboard_queries() for m in re.findall(r"\bray_[a-z0-9_]+", expr)}
+    ports = {n["MetricsExportPort"] for n in ray.nodes() if n["Alive"] and n.get("MetricsExportPort")}
+    assert ports, "no Ray metrics export port"
+
+    def scraped() -> set[str]:
+        text = ""
+        for port in ports:
+            try:
+                text += httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            except httpx.HTTPError:
+                pass
+        return set(re.findall(r"^(ray_[a-z0-9_]+)", text, re.M))
+
+    # Ray reports metrics every few seconds; the last scrape's missing names are in the failure.
+    missing, deadline = sorted(wanted), time.monotonic() + 120
+    while missing and time.monotonic() < deadline:
+        time.sleep(2)
+        missing = sorted(wanted - scraped())
+    assert not missing, f"not in Ray's Prometheus scrape: {missing}"
+
+
+def test_monitor_cli_against_the_server(app, tmp_path, capsys):
+    from rlreward.commands.main import main
+
+    png = tmp_path / "health.png"
+    assert main(["monitor", "--url", app.url, "--api-key", KEY, "--json", "--plot", str(png)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["reward"]["steps"] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["monitor", "--url", app.url, "--api-key", KEY, "--once"]) == 0
+    table = capsys.readouterr().out
+    for s in shown["reward"]["steps"]:
+        if not s["open"]:
+            assert f"{s['mean']:.4g}" in table
+    assert main(["monitor", "--url", app.url, "--once"]) == 2
+    assert "401" in capsys.readouterr().err
 
 
 def test_new_routes_refuse_missing_or_wrong_keys_and_malformed_queries(app):
