@@ -359,6 +359,12 @@ class HealthOptions(_Model):
         description="Without step_done hints, a step is this many seconds of scoring (from its first "
         "sample). Once a step_done hint arrives, steps end only at hints.",
     )
+    step_done_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="With several trainer processes sending step_done, a step closes when as many have "
+        "sent it as in the last step, or this long after the first one.",
+    )
     ring_steps: int = Field(default=64, ge=1, le=100_000, description="Closed steps kept (oldest dropped).")
     ring_alerts: int = Field(default=256, ge=1, le=100_000, description="Alerts kept (oldest dropped).")
     max_samples_per_step: int = Field(

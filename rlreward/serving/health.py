@@ -7,9 +7,9 @@
   ingress and model replicas aggregate exactly: the statistics are computed from the step's samples
   themselves, never merged from partial summaries.
 * **Steps.** A record belongs to the step whose time span holds its timestamp (taken at the ingress
-  when the scores came back): a ``step_done`` hint at time T closes the open step at T; a hint with no
-  sample before it in the open step (other trainer processes' hints of the same step) is ignored.
-  Without any hint, a step is ``step_window_s`` of scoring from its first sample.
+  when the scores came back). A step closes at the ``step_done`` hint that makes as many hinting
+  processes (sources) as the last step had (or ``step_done_wait_s`` after its first hint); a hint with
+  no sample before it counts toward the closed step. Without hints: ``step_window_s`` of scoring.
 * **Answer length** is counted on the model replica (its tokenizer, ``add_special_tokens=False``),
   in the preparation thread pool, and returned beside the scores (:meth:`ReplicaHealth.sample_infos`).
 * **Statistics** (:func:`step_statistics`): population std, percentiles by linear interpolation,
@@ -231,6 +231,9 @@ class _Step:
     records: list[Record] = field(default_factory=list)
     end: float | None = None
     dropped: int = 0
+    hint_sources: set[str] = field(default_factory=set)
+    first_hint: float | None = None
+    last_hint: float | None = None
 
 
 class HealthBoard:
@@ -248,6 +251,8 @@ class HealthBoard:
         self._recent: deque[_Step] = deque(maxlen=_RECENT_WITH_RECORDS)
         self._alerts: deque[dict[str, Any]] = deque(maxlen=self.options.ring_alerts)
         self._hinted = False
+        self._expected_sources = 1  # step_done senders per step (learned from the last step)
+        self._last_closed: _Step | None = None
         self._late_dropped = 0
         self._totals = {"samples": 0, "errors": 0}
         self._rate: deque[tuple[float, int]] = deque()
@@ -282,7 +287,17 @@ class HealthBoard:
         self._roll()
         step = self._open
         if step is None or not any(r.t < t for r in step.records):
-            return {"closed": None}  # an empty step (another process's hint of a step already closed)
+            # Another process's hint of the step already closed: learn how many processes hint.
+            last = self._last_closed
+            if last is not None:
+                last.hint_sources.add(source)
+                self._expected_sources = max(self._expected_sources, len(last.hint_sources))
+            return {"closed": None}
+        step.hint_sources.add(source)
+        step.first_hint = t if step.first_hint is None else step.first_hint
+        step.last_hint = t
+        if len(step.hint_sources) < self._expected_sources:
+            return {"closed": None, "waiting_for": self._expected_sources - len(step.hint_sources)}
         self._close(step, t)
         return {"closed": step.index}
 
@@ -389,16 +404,24 @@ class HealthBoard:
             step.records.append(rec)
 
     def _roll(self) -> None:
-        """Without hints, close the open step ``step_window_s`` after its first sample."""
+        """Without hints, close the open step ``step_window_s`` after its first sample; with hints from
+        fewer processes than the last step's, ``step_done_wait_s`` after the first one."""
         step = self._open
-        if step is not None and not self._hinted and self._clock() >= step.start + self.options.step_window_s:
+        if step is None:
+            return
+        now = self._clock()
+        if not self._hinted and now >= step.start + self.options.step_window_s:
             self._close(step, step.start + self.options.step_window_s)
+        elif step.first_hint is not None and now >= step.first_hint + self.options.step_done_wait_s:
+            self._expected_sources = len(step.hint_sources)
+            self._close(step, step.last_hint)  # type: ignore[arg-type]
 
     def _close(self, step: _Step, end: float) -> None:
         later = [r for r in step.records if r.t >= end]
         step.records = [r for r in step.records if r.t < end]
         step.end = end
         self._open = None
+        self._last_closed = step
         self._recent.append(step)
         self._closed.append({"step": step.index})
         self._finish(step)

@@ -21,6 +21,10 @@ Routes:
   hint policy answers ``accepted: false`` with the reason. Authenticated like ``/v1/score``.
   ``RewardIngress.post_hint`` is the same for handle callers.
 
+* ``GET /v1/stats[?steps=N]``: ``{"reward": {"steps", "alerts", "canary", "throughput", ...}}``
+  (:mod:`rlreward.serving.health`), one section per owner (``stats_snapshot`` for handle callers);
+  ``GET /dashboard``: an HTML page over it (:mod:`rlreward.serving.dashboard`). Both also take HTTP
+  Basic with the token as password (browsers; a 401 on ``/dashboard`` asks for it).
 * ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API description, with the
   request bodies' JSON schemas (:class:`ScoreRequest`, :class:`GetRewardRequest`). Behind the token
   like every route but ``/health``.

@@ -198,3 +198,29 @@ def test_health_options_reject_bad_values():
 def test_numpy_percentile_is_linear():  # the definition the issue asks for
     xs = [3.0, 1.0, 2.0, 10.0]
     assert np.percentile(xs, 95) == pytest.approx(_percentile_ref(xs, 95))
+
+
+def test_several_trainer_processes_close_a_step_once_all_have_hinted():
+    board, now = _board(step_done_wait_s=5)
+    board.record([_rec(1000.0, "c", "a", 1, 0.1), _rec(1000.5, "c", "b", 1, 0.2)])
+    assert board.step_done(t=1001.0, source="A")["closed"] == 0  # first step: one hint closes it
+    assert board.step_done(t=1001.2, source="B")["closed"] is None  # B hinted the same step: 2 sources
+    # step 1: A is done first; B's samples come back after A's hint and still belong to step 1
+    board.record([_rec(1010.0, "c", "d", 1, 0.3)])
+    assert board.step_done(t=1011.0, source="A")["closed"] is None
+    board.record([_rec(1011.5, "c", "e", 1, 0.4)])
+    assert board.step_done(t=1012.0, source="B")["closed"] == 1
+    # step 2: B never hints; the step closes step_done_wait_s after A's hint, at A's hint
+    board.record([_rec(1020.0, "c", "f", 1, 0.5)])
+    board.step_done(t=1021.0, source="A")
+    now[0] = 1027.0
+    board.record([_rec(1026.0, "c", "g", 1, 0.6)])  # after A's hint: the next step
+    steps = board.snapshot()["steps"]
+    assert [(s["step"], s["samples"], s["open"]) for s in steps] == [
+        (0, 2, False),
+        (1, 2, False),
+        (2, 1, False),
+        (3, 1, True),
+    ]
+    # and from now on one hint closes a step again
+    assert board.step_done(t=1028.0, source="A")["closed"] == 3
