@@ -11,14 +11,14 @@
   processes (sources) as the last step had (or ``step_done_wait_s`` after its first hint); a hint with
   no sample before it counts toward the closed step. Without hints: ``step_window_s`` of scoring.
 * **Answer length** is counted on the model replica (its tokenizer, ``add_special_tokens=False``),
-  in the preparation thread pool, and returned beside the scores (:meth:`ReplicaHealth.sample_infos`).
+  in the preparation thread pool, and returned beside the scores (:mod:`rlreward.serving.health_replica`).
 * **Statistics** (:func:`step_statistics`): population std, percentiles by linear interpolation,
   groups = ≥ 2 scored samples with the same conversation before the answer, zero-variance groups
   (max − min ≤ 1e-6), Spearman(answer tokens, score) with average ranks (None under 3 samples or a
   constant side), duplicate answers (conversation and answer already seen earlier in the step).
 * **Alerts** (:func:`step_alerts`, thresholds :class:`rlreward.serving.config.HealthAlerts`): logged,
   exported (``rlreward_reward_alerts``), and listed by ``GET /v1/stats``.
-* **Canaries** (:class:`ReplicaHealth`): each replica scores the probe set alone every
+* **Canaries** (:mod:`rlreward.serving.health_replica`): each replica scores the probe set alone every
   ``canary.interval_s``; per replica ``max_abs_drift`` against its own first scores and
   ``reference_drift`` against the application's first canary scores.
 """
@@ -26,9 +26,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import io
 import json
 import logging
 import math
@@ -53,7 +51,6 @@ BOARD_IDLE_EXIT_S = 3600.0
 _THROUGHPUT_WINDOW_S = 60.0
 _RECENT_WITH_RECORDS = 2
 _MAX_CANARY_REPLICAS = 256
-_ASSISTANT_MARK = "<|im_start|>assistant\n"
 
 
 def board_name(app_name: str, fingerprint: str) -> str:
@@ -66,67 +63,13 @@ def config_fingerprint(*parts: Any) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
 
 
-# -- per-sample identity (replica side) -------------------------------------------------------------
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, (bytes, bytearray)):
-        return {"bytes": hashlib.blake2b(bytes(obj), digest_size=16).hexdigest()}
-    tobytes = getattr(obj, "tobytes", None)  # a PIL image (in-process callers)
-    if callable(tobytes):
-        return {"pixels": hashlib.blake2b(tobytes(), digest_size=16).hexdigest(), "size": list(obj.size)}
-    return repr(obj)
-
-
-def _digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, default=_jsonable, ensure_ascii=False)
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
-
-
-def sample_identity(sample: Any) -> tuple[str | None, str, str] | None:
-    """``(conversation digest, answer digest, answer text)`` of a sample, None if it is malformed.
-
-    The conversation is everything before the answer (messages and image references as sent). A
-    ``rendered_text`` sample is split at its last assistant header; without one it has no
-    conversation (it joins no group)."""
-    from rlreward.engine.preprocess import normalize_messages
-    from rlreward.schema import SampleError
-
-    if isinstance(sample, dict) and isinstance(sample.get("rendered_text"), str):
-        text = sample["rendered_text"]
-        head, mark, answer = text.rpartition(_ASSISTANT_MARK)
-        if not mark:
-            return None, _digest([None, text]), text
-        answer = answer.removesuffix("\n").removesuffix("<|im_end|>")
-        return _digest(head), _digest([head, answer]), answer
-    try:
-        messages = normalize_messages(sample)
-    except SampleError:
-        return None
-    conv = _digest(messages[:-1])
-    content = messages[-1]["content"]
-    if isinstance(content, str):
-        answer = content
-    else:
-        answer = "".join(
-            i.get("text", "") for i in content if isinstance(i, dict) and i.get("type") == "text"
-        )
-    return conv, _digest([conv, content]), answer
-
-
 # -- statistics ---------------------------------------------------------------------------------------
 def average_ranks(values: Sequence[float]) -> np.ndarray:
     """1-based ranks; tied values share the mean of their ranks."""
     x = np.asarray(values, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # rank of the last of each tied run (1-based)
+    return ((last - counts + 1 + last) / 2.0)[inverse]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -273,11 +216,16 @@ class HealthBoard:
         """``records``: ``[t, conv, answer, tokens, score, error]`` lists (:meth:`IngressHealth.record`)."""
         self.ping()
         self._roll()
+        late: dict[int, _Step] = {}
         for raw in records:
             rec = Record(*raw)
             self._totals["errors" if rec.score is None else "samples"] += 1
             self._rate.append((rec.t, 1))
-            self._place(rec)
+            step = self._place(rec)
+            if step is not None:
+                late[step.index] = step
+        for step in late.values():  # closed steps that got late records: recomputed once
+            self._finish(step)
 
     def step_done(self, t: float | None = None, source: str = "default") -> dict[str, Any]:
         """A ``step_done`` hint at time ``t``; ``{"closed": step index | None}``."""
@@ -382,20 +330,21 @@ class HealthBoard:
         self._next_index += 1
         return step
 
-    def _place(self, rec: Record) -> None:
+    def _place(self, rec: Record) -> _Step | None:
+        """Put ``rec`` in its step; returns the closed step it joined (to recompute), if any."""
         if self._open is not None and rec.t >= self._open.accept_from:
             self._add(self._open, rec)
-            return
+            return None
         for step in reversed(self._recent):
             if step.end is not None and step.accept_from <= rec.t < step.end:
                 self._add(step, rec)
-                self._finish(step)
-                return
+                return step
         if self._open is None and (not self._recent or rec.t >= (self._recent[-1].end or 0.0)):
             self._open = self._new_step(rec.t)
             self._add(self._open, rec)
-            return
+            return None
         self._late_dropped += 1
+        return None
 
     def _add(self, step: _Step, rec: Record) -> None:
         if len(step.records) >= self.options.max_samples_per_step:
@@ -623,88 +572,3 @@ def _has_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-# -- replica side -----------------------------------------------------------------------------------
-def default_probes() -> list[dict[str, Any]]:
-    """The generated canary set: four text samples and one with a small image (a PNG data URI)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    img = Image.new("RGB", (56, 56), (30, 90, 200))
-    img.paste((250, 250, 250), (14, 14, 42, 42))
-    img.save(buf, format="PNG")
-    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    return [
-        {"prompt": "What is 2 + 2?", "response": "2 + 2 = 4."},
-        {"prompt": "What is 2 + 2?", "response": "It is 5."},
-        {"prompt": "Name a primary colour.", "response": "Red is a primary colour."},
-        {"prompt": "Summarise: the cat sat on the mat.", "response": "A cat sat on a mat."},
-        {"prompt": "What is in the picture?", "response": "A white square on blue.", "images": [uri]},
-    ]
-
-
-class ReplicaHealth:
-    """What a model replica does for reward health: per-sample identity and answer length, canaries."""
-
-    def __init__(self, options: dict[str, Any] | None) -> None:
-        self.options = options if options and options.get("enabled", True) and options.get("board") else None
-        canary = (self.options or {}).get("canary") or {}
-        self.interval_s = float(canary.get("interval_s") or 0.0)
-        self.probes = canary.get("samples") or None
-        self._task: asyncio.Task | None = None
-        self._board: Any = None
-
-    def sample_infos(self, tokenizer: Any, samples: Sequence[Any]) -> list[list[Any] | None]:
-        """Per sample ``[conversation digest, answer digest, answer tokens]`` (None if malformed)."""
-        if self.options is None:
-            return [None] * len(samples)
-        out: list[list[Any] | None] = []
-        for sample in samples:
-            try:
-                ident = sample_identity(sample)
-            except Exception as exc:  # e.g. an unhashable in-process object: no identity, still scored
-                log.warning("reward health: no identity for a sample: %s", exc)
-                ident = None
-            if ident is None:
-                out.append(None)
-                continue
-            conv, answer, text = ident
-            try:
-                tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else None
-            except Exception as exc:  # never fail scoring for a statistic
-                log.warning("reward health: answer not tokenised: %s", exc)
-                tokens = None
-            out.append([conv, answer, tokens])
-        return out
-
-    def ensure_canary(self, score_alone: Callable[[list[Any]], Any], stats: Callable[[], dict]) -> None:
-        """Start this replica's canary loop on the running event loop (once)."""
-        if self.options is None or self.interval_s <= 0:
-            return
-        if self._task is not None and not self._task.done():
-            return
-        self._task = asyncio.get_running_loop().create_task(self._loop(score_alone, stats), name="canary")
-
-    async def _loop(self, score_alone: Callable[[list[Any]], Any], stats: Callable[[], dict]) -> None:
-        probes = self.probes or default_probes()
-        while True:
-            try:
-                results = await score_alone(probes)
-                info = stats()
-                report = {
-                    "replica_id": info.get("replica_id") or f"pid-{info.get('pid')}",
-                    "scores": [r.score if r.error is None else None for r in results],
-                    "t": time.time(),
-                    **{k: info.get(k) for k in ("pid", "node_id", "actor_name", "backlog_samples", "queued_samples",
-                                                "samples", "errors")},
-                }  # fmt: skip
-                if self._board is None:
-                    self._board = get_board(self.options)  # type: ignore[arg-type]
-                self._board.canary.remote(report)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._board = None
-                log.warning("reward health canary failed: %s: %s", type(exc).__name__, exc)
-            await asyncio.sleep(self.interval_s)

@@ -120,7 +120,7 @@ class RewardReplica:
         """``engine`` (tests): a ready :class:`~rlreward.engine.protocol.ScoringEngine` to serve
         instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``.
         ``health``: :class:`rlreward.serving.config.HealthOptions` and its board's name (canaries)."""
-        from rlreward.serving.health import ReplicaHealth
+        from rlreward.serving.health_replica import ReplicaHealth
 
         t0 = time.perf_counter()
         if engine is None:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from rlreward.serving.config import HealthOptions
-from rlreward.serving.health import HealthBoard, Record, sample_identity, spearman, step_statistics
+from rlreward.serving.health import HealthBoard, Record, spearman, step_statistics
+from rlreward.serving.health_replica import sample_identity
 
 
 def _ranks(xs: list[float]) -> list[float]:
@@ -224,3 +225,15 @@ def test_several_trainer_processes_close_a_step_once_all_have_hinted():
     ]
     # and from now on one hint closes a step again
     assert board.step_done(t=1028.0, source="A")["closed"] == 3
+
+
+def test_answer_token_counts_are_the_tokenizers_without_special_tokens(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from rlreward.serving.health_replica import answer_token_counts
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["Hello there.", "It is 4.\n\nBecause 2 + 2 = 4.", "<|im_end|> literal", "数学 ✓"]
+    want = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert answer_token_counts(tok, texts) == want
+    assert answer_token_counts(None, texts) == [None] * 4
