@@ -220,12 +220,15 @@ class HealthBoard:
         for raw in records:
             rec = Record(*raw)
             self._totals["errors" if rec.score is None else "samples"] += 1
-            self._rate.append((rec.t, 1))
             step = self._place(rec)
             if step is not None:
                 late[step.index] = step
         for step in late.values():  # closed steps that got late records: recomputed once
             self._finish(step)
+        now = self._clock()
+        self._rate.append((now, len(records)))  # one entry per call, trimmed to the window
+        while self._rate and self._rate[0][0] < now - _THROUGHPUT_WINDOW_S:
+            self._rate.popleft()
 
     def step_done(self, t: float | None = None, source: str = "default") -> dict[str, Any]:
         """A ``step_done`` hint at time ``t``; ``{"closed": step index | None}``."""
