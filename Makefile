@@ -1,4 +1,4 @@
-# rlreward — the two commands a new user needs: `make demo`, `make test`.
+# rlreward — the two commands a new user needs: `make demo` (PORT=N for a fixed HTTP port), `make test`.
 # Both set themselves up (`make setup`) on a fresh clone.
 SHELL := /bin/bash
 PY ?= python3
@@ -8,8 +8,9 @@ STAMP := $(VENV)/.rlreward-setup
 TINY ?= .cache/tiny
 TRAINED ?= .cache/tiny-trained
 PYTEST_ARGS ?=
+PORT ?= 0
 
-.PHONY: setup chromium demo test test-unit test-integration lint tiny bench clean
+.PHONY: setup chromium demo test test-unit test-integration docs-test lint tiny bench clean
 
 setup: $(STAMP) chromium
 
@@ -42,7 +43,7 @@ $(TRAINED)/value_head.safetensors: $(STAMP)
 	$(BIN)/rlreward make-tiny $(TRAINED) --train
 
 demo: setup $(TRAINED)/value_head.safetensors
-	$(BIN)/python examples/demo.py --model $(TRAINED)
+	$(BIN)/python examples/demo.py --model $(TRAINED) --port $(PORT)
 
 test: setup tiny
 	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra --timeout=900 $(PYTEST_ARGS) tests
@@ -52,6 +53,11 @@ test-unit: setup tiny
 
 test-integration: setup tiny
 	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra tests/integration
+
+# The documents' checks: named files exist, docstrings <= 25 lines, every bash/python block runs
+# (docs/architecture.md, "Development").
+docs-test: setup tiny
+	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra tests/unit/test_docs.py tests/integration/test_docs_run.py
 
 lint: setup
 	$(BIN)/ruff check rlreward tests examples benchmarks

@@ -1,56 +1,26 @@
 """HTTP API (FastAPI on Ray Serve) in front of the model replicas.
 
-Routes:
+Routes: ``POST /v1/score`` (``{"samples": [...]}`` → ``{"model", "results"}``, ``results[i]`` for
+``samples[i]``, a bad sample failing alone), ``POST /get_reward`` (OpenRLHF's remote-reward
+contract), ``GET /health`` (200 when a replica answers, else 503; never needs the token),
+``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's reward-model API
+(``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
+``/v2/rerank``, converted by :mod:`rlreward.serving.vllm_api`), ``POST /v1/hints`` (the trainer's
+RL-phase hints; ``RewardIngress.post_hint`` for handle callers), ``GET /v1/stats`` (sections by owner;
+``"reward"``: :mod:`rlreward.serving.health`; ``stats_snapshot`` for handle callers), ``GET /dashboard``
+(:mod:`rlreward.serving.dashboard`; both also take HTTP Basic, the token as password) and the OpenAPI
+description (``/openapi.json``, ``/docs``, ``/redoc``), all but ``/health`` behind the token.
 
-* ``POST /v1/score`` ``{"samples": [...]}`` → ``{"model": str, "results": [{"score": float|null,
-  "error": null|{"code", "message"}}]}``; ``results[i]`` belongs to ``samples[i]``. A sample that is
-  not valid gets its own error; the others are scored.
-* ``POST /get_reward``: OpenRLHF's remote-reward contract (``{"query": [...], ...}`` →
-  ``{"rewards": [...], ...}``), implemented by :func:`rlreward.adapters.openrlhf.get_reward_endpoint`
-  over this server's scoring; 501 if that adapter is not installed.
-* ``GET /health``: 200 when a replica answers, else 503. Never needs the token.
-* ``GET /v1/models``: the served model in vLLM's ``ModelCard`` shape (id, created, root,
-  max_model_len, permission), then rlreward's fields (head shape, dtype, device, request limits).
-* ``POST /classify`` (also ``/v1/classify``), ``POST /pooling``, ``POST /score``, ``POST /rerank``
-  (also ``/v1/rerank``, ``/v2/rerank``): vLLM's reward-model
-  API (:mod:`rlreward.serving.vllm_api`), so clients written for vLLM need no code; their errors use
-  vLLM's body ``{"error": {"message", "type", "param", "code"}}`` (401/413/5xx included).
-* ``POST /v1/hints`` ``{"event": "expect"|"rollout_started"|"step_done", "n_samples"?: int,
-  "within_s"?: float, "source"?: str}`` → ``{"accepted": bool, "reason"?: str}``: the trainer's RL-phase
-  hint for the autoscaling policy (:mod:`rlreward.serving.autoscaling`). An application without the
-  hint policy answers ``accepted: false`` with the reason. Authenticated like ``/v1/score``.
-  ``RewardIngress.post_hint`` is the same for handle callers.
-
-* ``GET /v1/stats[?steps=N]``: ``{"reward": {"steps", "alerts", "canary", "throughput", ...}}``
-  (:mod:`rlreward.serving.health`), one section per owner (``stats_snapshot`` for handle callers);
-  ``GET /dashboard``: an HTML page over it (:mod:`rlreward.serving.dashboard`). Both also take HTTP
-  Basic with the token as password (browsers; a 401 on ``/dashboard`` asks for it).
-* ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API description, with the
-  request bodies' JSON schemas (:class:`ScoreRequest`, :class:`GetRewardRequest`). Behind the token
-  like every route but ``/health``.
-
-Request bodies are pydantic models, validated after the size check on the raw body. A new route
-follows the same pattern: a model here, ``await self._body(request, Model)`` in the route,
-``openapi_extra=_openapi_body(Model)`` on its decorator.
-
-Whole-request failures answer ``{"error": {"code", "message"}}`` with:
-
-====  ======================  ==========================================================
-422   ``malformed_request``   body is not JSON, or does not fit the route's request model
-401   ``unauthorized``        missing or wrong ``Authorization: Bearer <token>``
-404   ``not_found``           no such route (``405 method_not_allowed``: wrong method)
-413   ``request_too_large``   body over ``max_request_bytes`` or more samples than allowed
-500   ``internal_error``      a bug in the server (logged); not retried by the clients
-503   ``overloaded``          replicas' queues full (``max_queued_requests``; 429 if configured)
-503   ``unavailable``         no replica could take the request (starting, died, restarting)
-504   ``timeout``             replicas did not answer within ``request_timeout_s``
-====  ======================  ==========================================================
-
-Responses of 429/503/504 carry ``Retry-After``; a dead or restarting replica is always a 503, never a
-500. No response names an absolute server path: the model is reported by its served name and paths in
-error messages are cut to their last component (:func:`redact_paths`). The API key never reaches this
-process as such (:func:`rlreward.serving.config.api_key_digest`). The module imports no torch:
-ingress replicas are light.
+Contract: request bodies are pydantic models, validated after the size check on the raw body (a new
+route: a model here, ``await self._body(request, Model)`` in the route,
+``openapi_extra=_openapi_body(Model)`` on its decorator). Whole-request failures answer
+``{"error": {"code", "message"}}``: 422 ``malformed_request``, 401 ``unauthorized``, 404/405, 413
+``request_too_large``, 503 ``overloaded`` (429 if configured) or ``unavailable``, 504 ``timeout``,
+500 ``internal_error`` only for a server bug; 429/503/504 carry ``Retry-After``, and a dead or
+restarting replica is always a 503. No response names an absolute server path
+(:func:`redact_paths`); the API key never reaches this process as such
+(:func:`rlreward.serving.config.api_key_digest`). The module imports no torch: ingress replicas are
+light. The manual: docs/serving.md ("HTTP API").
 """
 
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views read the route

@@ -6,28 +6,18 @@ Contract (what callers and Serve see):
   an image) before the replica takes traffic; a model that cannot score fails the deployment.
 * ``await score(samples) -> list[ScoreResult]``: ``results[i]`` belongs to ``samples[i]``; it never
   raises for bad samples (they get their error result). Each request's handler awaits its own
-  samples' futures, so Serve's accounting (ongoing requests, ``max_ongoing_requests``, backpressure)
-  counts requests exactly as before.
-* **Continuous batching.** The unit of batching is one **sample**. A request's samples are prepared
-  (decode, resize, tokenise) in a thread pool — also while a forward pass runs — and, once all of them
-  are ready, queued together. One engine task per replica runs forward passes back to back: the moment
-  the device frees it cuts the next batch from everything queued (see :func:`cut_batch`: oldest first,
-  samples of one prefix group — a GRPO prompt — kept adjacent, up to the ``max_batch_tokens`` padded
-  budget and ``max_batch_size``, then the rest of any group it started), so samples of concurrent
-  requests (OpenRLHF and verl send one per request) and of one group sent in separate requests share
-  a forward pass and its prefix. There is no wait while the device is busy; when it is idle, the first
-  queued sample waits at most ``batch_wait_timeout_s`` (0 = runs at once) for others. The forward
-  pass runs in a worker thread (``asyncio.to_thread``); the event loop never blocks on the model.
-* ``check_health`` fails when the device cannot score a probe sample, or a forward pass has run for
-  longer than ``stuck_forward_s``; Serve then replaces the replica.
-* ``record_autoscaling_stats`` reports ``backlog_samples`` (samples accepted, not yet answered);
-  :class:`SampleBacklogPolicy` scales on it.
-* ``stats()`` returns counters and the recent batch compositions (tests and operators read them);
-  ``info()`` is what ``/v1/models`` shows.
-* Metrics (``ray.serve.metrics``, exported with deployment/replica/application tags):
-  ``rlreward_samples`` (by outcome), ``rlreward_sample_errors`` (by code), ``rlreward_tokens``,
-  ``rlreward_batch_samples``, ``rlreward_batch_padded_tokens``, ``rlreward_forward_latency_ms``,
-  ``rlreward_request_latency_ms``, ``rlreward_backlog_samples``.
+  samples' futures, so Serve's accounting (ongoing requests, backpressure) counts requests.
+* **Continuous batching**, per sample: a request's samples are prepared in a thread pool (also while
+  a forward pass runs) and queued together; one engine task runs forward passes back to back, each
+  time cutting the next batch from everything queued (:func:`cut_batch`: oldest first, a prefix
+  group kept together, under ``max_batch_tokens`` and ``max_batch_size``). No wait while the device
+  is busy; when idle, the first sample waits at most ``batch_wait_timeout_s``. The forward pass runs
+  in a worker thread; the event loop never blocks on the model.
+* ``check_health`` fails when the device cannot score a probe, or a forward pass has run longer than
+  ``stuck_forward_s``; Serve then replaces the replica.
+* ``record_autoscaling_stats`` reports ``backlog_samples`` (accepted, not yet answered);
+  ``stats()`` returns counters and recent batch compositions; ``info()`` is what ``/v1/models``
+  shows; metrics go out through ``ray.serve.metrics`` (``rlreward_*``; the list: docs/serving.md).
 
 This module imports neither torch nor the scorer at import time: the Serve controller and the
 ingress load it without the model stack.
