@@ -117,6 +117,7 @@ class ReplicaHealth:
         self.interval_s = float(canary.get("interval_s") or 0.0)
         self.probes = canary.get("samples") or None
         self._task: asyncio.Task | None = None
+        self._warned = False
         self._board: Any = None
 
     def sample_infos(self, tokenizer: Any, samples: Sequence[Any]) -> list[list[Any] | None]:
@@ -149,6 +150,12 @@ class ReplicaHealth:
         while True:
             try:
                 results = await score_alone(probes)
+                failed = {r.error.code for r in results if r.error is not None}
+                if failed and not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "reward health: canary probes failed to score (%s): fix health.canary.samples", failed
+                    )
                 info = stats()
                 report = {
                     "replica_id": info.get("replica_id") or f"pid-{info.get('pid')}",

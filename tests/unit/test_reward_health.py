@@ -237,3 +237,16 @@ def test_answer_token_counts_are_the_tokenizers_without_special_tokens(tiny_mode
     want = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
     assert answer_token_counts(tok, texts) == want
     assert answer_token_counts(None, texts) == [None] * 4
+
+
+def test_disabled_health_records_nothing_and_the_page_escapes_what_it_shows():
+    from rlreward.serving.dashboard import dashboard_html
+    from rlreward.serving.health import IngressHealth
+    from rlreward.serving.health_replica import ReplicaHealth
+
+    assert not IngressHealth(None).enabled
+    assert not IngressHealth({**HealthOptions(enabled=False).model_dump(), "board": "b"}).enabled
+    assert ReplicaHealth(None).sample_infos(None, [{"prompt": "a", "response": "b"}]) == [None]
+    hostile = "</script><script>alert(1)</script>"
+    page = dashboard_html({"reward": {"alerts": [{"step": 0, "signal": hostile}]}}, "<b>m</b>", "/v1/stats")
+    assert hostile not in page and "<b>m</b>" not in page and "&lt;b&gt;m&lt;/b&gt;" in page
