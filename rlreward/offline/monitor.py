@@ -127,7 +127,9 @@ def plot(stats: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     reward = stats.get("reward") or {}
     steps = [s for s in reward.get("steps") or [] if s.get("samples")]
@@ -156,6 +158,7 @@ def plot(stats: dict[str, Any], path: str) -> None:
             ax.axvspan(step - 0.45, step + 0.45, color="#fde8e8", zorder=0)
     ax2.set_yticks(range(len(signals)), signals or [])
     ax2.set_ylim(-0.7, max(len(signals), 1) - 0.3)
+    ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax2.set_xlabel("step")
     ax2.set_title("alerts" if signals else "alerts: none", fontsize=10)
     fig.tight_layout()
