@@ -3,11 +3,13 @@
 Routes: ``POST /v1/score`` (``{"samples": [...]}`` → ``{"model", "results"}``, ``results[i]`` for
 ``samples[i]``, a bad sample failing alone), ``POST /get_reward`` (OpenRLHF's remote-reward
 contract, :mod:`rlreward.protocols.openrlhf`), ``GET /health`` (200 when a replica answers, else
-503; never needs the token), ``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's reward-model API
-(``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
+503; never needs the token), ``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's
+reward-model API (``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
 ``/v2/rerank``, converted by :mod:`rlreward.protocols.vllm`), ``POST /v1/hints`` (the trainer's
-RL-phase hints; ``RewardIngress.post_hint`` for handle callers) and the OpenAPI description
-(``/openapi.json``, ``/docs``, ``/redoc``), all but ``/health`` behind the token.
+RL-phase hints; ``RewardIngress.post_hint`` for handle callers), ``GET /v1/stats`` (sections by owner;
+``"reward"``: :mod:`rlreward.serving.health`; ``stats_snapshot`` for handle callers), ``GET /dashboard``
+(:mod:`rlreward.serving.dashboard`; both also take HTTP Basic, the token as password) and the OpenAPI
+description (``/openapi.json``, ``/docs``, ``/redoc``), all but ``/health`` behind the token.
 
 Contract: request bodies are pydantic models, validated after the size check on the raw body (a new
 route: a model here, ``await self._body(request, Model)`` in the route,
@@ -43,6 +45,8 @@ from rlreward.protocols import vllm
 from rlreward.protocols.openrlhf import GetRewardRequest, get_reward_endpoint
 from rlreward.schema import ScoreResult
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
+from rlreward.serving.dashboard import dashboard_html
+from rlreward.serving.health import IngressHealth
 
 log = logging.getLogger("rlreward")
 
@@ -160,6 +164,25 @@ def _parse_json(body: bytes) -> Any:
         raise HttpError(422, "malformed_request", "body is nested too deeply") from exc
 
 
+def _basic_password(credentials: str) -> str:
+    """The password of an HTTP Basic ``credentials`` string ('' if it does not decode)."""
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+class StatsQuery(BaseModel):
+    """Query of ``GET /v1/stats`` and ``GET /dashboard``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1, le=100_000, description="Only the last N closed steps.")
+
+
 class HintRequest(BaseModel):
     """Body of ``POST /v1/hints`` (and of ``RewardIngress.post_hint``): one RL-phase hint."""
 
@@ -199,6 +222,7 @@ class RewardIngress:
         http_options: dict[str, Any],
         model_name: str,
         api_key_digest: str | None = None,
+        health: dict[str, Any] | None = None,
     ) -> None:
         """``api_key_digest``: :func:`~rlreward.serving.config.api_key_digest` of the token, made where
         the app was built; without it the token is read here from ``http_options``' ``api_key``,
@@ -221,15 +245,21 @@ class RewardIngress:
             self._key_digest = digest_of(key) if key else None
         self._http = self._http.model_copy(update={"api_key": None})
         self._info: dict[str, Any] | None = None
+        self._health = IngressHealth(health)
 
     # -- plumbing -----------------------------------------------------------------------------------
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request, basic: bool = False) -> None:
+        """Check the bearer token; ``basic``: also HTTP Basic with the token as password (a browser
+        opening ``/dashboard`` asks for it and sends it on the page's own ``/v1/stats`` calls)."""
         from rlreward.serving.config import api_key_matches
 
         if not self._key_digest:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        if basic and scheme.lower() == "basic" and token:
+            token = _basic_password(token)
+            scheme = "bearer"
         if scheme.lower() != "bearer" or not token:
             raise HttpError(
                 401, "unauthorized", "missing 'Authorization: Bearer <token>' header (api_key is set)"
@@ -269,10 +299,17 @@ class RewardIngress:
         """:meth:`score_samples`, plus each sample's token count (0 where it failed before the model)."""
         if not samples:
             return [], []
-        results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
-        if len(results) != len(samples) or len(tokens) != len(samples):
+        if self._health.enabled:
+            results, tokens, infos = await self._await_replica(
+                self._replica.score_with_health.remote(samples)
+            )
+        else:
+            results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
+            infos = [None] * len(results)
+        if len(results) != len(samples) or len(tokens) != len(samples) or len(infos) != len(samples):
             # would be a replica bug; never hand out misaligned scores
             raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
+        self._health.record(results, infos)
         return results, tokens
 
     async def _await_replica(self, response: Any) -> Any:
@@ -402,6 +439,8 @@ class RewardIngress:
         """Handle-mode entry of ``POST /v1/hints``: validate ``event`` (ValueError if malformed) and
         hand it to this application's hint board."""
         hint = event if isinstance(event, HintRequest) else HintRequest.model_validate(event)
+        if hint.event == "step_done":
+            await self._health.step_done(hint.source)  # reward health: a step ends here
         return await post_hint(serve.get_replica_context().app_name, hint.model_dump(exclude_none=True))
 
     @api.post("/v1/hints", openapi_extra=_openapi_body(HintRequest))
@@ -415,6 +454,40 @@ class RewardIngress:
                 503, "unavailable", f"hint board unavailable: {type(exc).__name__}; retry", 1.0
             ) from exc
         return JSONResponse(answer)
+
+    # -- reward health, replicas (GET /v1/stats, GET /dashboard) -----------------------------------------
+    async def stats_snapshot(self, steps: int | None = None) -> dict[str, Any]:
+        """``GET /v1/stats``'s object, one section per owner (handle callers use this method)."""
+        out: dict[str, Any] = {}
+        out["reward"] = await self._health.section(steps)
+        return out
+
+    async def _stats(self, request: Request) -> dict[str, Any]:
+        query: StatsQuery = _validate(StatsQuery, dict(request.query_params))
+        try:
+            return await self.stats_snapshot(query.steps)
+        except HttpError:
+            raise
+        except Exception as exc:
+            raise HttpError(
+                503, "unavailable", f"statistics unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+
+    @api.get("/v1/stats")
+    async def stats(self, request: Request) -> JSONResponse:
+        self._authorize(request, basic=True)
+        return JSONResponse(await self._stats(request))
+
+    @api.get("/dashboard", include_in_schema=False)
+    async def dashboard(self, request: Request) -> HTMLResponse:
+        try:
+            self._authorize(request, basic=True)
+        except HttpError as exc:  # a browser asks for the token (any user name, the token as password)
+            response = error_response(exc.status, exc.code, exc.message)
+            response.headers["WWW-Authenticate"] = 'Basic realm="rlreward", charset="UTF-8"'
+            return response
+        root = request.scope.get("root_path", "").rstrip("/")
+        return HTMLResponse(dashboard_html(await self._stats(request), self._model_name, root + "/v1/stats"))
 
     @api.get("/health")
     async def health(self) -> JSONResponse:
