@@ -179,6 +179,8 @@ class SequenceClassification(RewardFamily):
         mt = checkpoint.model_type if checkpoint else None
         sliding = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
         self.kv_prefix_reuse = mt in _REUSABLE and not sliding  # type: ignore[misc]
+        if mt and type(self) is SequenceClassification:
+            self.name = f"{mt}-seqcls"  # type: ignore[misc]
 
     def check(self, ckpt: Checkpoint) -> str:
         import transformers
