@@ -7,8 +7,8 @@ import argparse
 import sys
 
 from rlreward.commands._options import CliError
-from rlreward.offline.tiny import ProcessorOptions, make_tiny
-from rlreward.offline.tiny_families import FAMILIES
+from rlreward.offline.tiny import ProcessorOptions
+from rlreward.offline.tiny_families import FAMILIES, make_family
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
     family = getattr(args, "family", "skywork-vl")
     if family != "skywork-vl" and (options != ProcessorOptions() or getattr(args, "train", False)):
         raise CliError(f"--train and the processor options apply to --family skywork-vl only, not {family}")
-    out = make_tiny(
-        args.dir, seed=args.seed, processor=options if family == "skywork-vl" else None, family=family
-    )
+    out = make_family(args.dir, family, seed=args.seed, processor=options if family == "skywork-vl" else None)
     what = "Skywork-VL-Reward-shaped" if family == "skywork-vl" else family
     print(f"wrote tiny {what} checkpoint to {out}")
     if getattr(args, "train", False):

@@ -1,5 +1,4 @@
-"""``rlreward make-tiny``: a tiny random checkpoint laid out like Skywork-VL-Reward-7B (or, with
-``family=``, like another reward-model family: :mod:`rlreward.offline.tiny_families`).
+"""``rlreward make-tiny``: a tiny random checkpoint laid out like Skywork-VL-Reward-7B.
 
 The directory holds what the real repository holds, at toy size:
 
@@ -240,26 +239,12 @@ def build_processor(tokenizer, options: ProcessorOptions | None = None):
     )
 
 
-def make_tiny(
-    out_dir: str | Path,
-    *,
-    seed: int = 0,
-    processor: ProcessorOptions | None = None,
-    family: str = "skywork-vl",
-) -> Path:
+def make_tiny(out_dir: str | Path, *, seed: int = 0, processor: ProcessorOptions | None = None) -> Path:
     """Write the tiny checkpoint to ``out_dir`` (created; existing files are overwritten).
 
-    ``family`` picks the reward-model family (:data:`rlreward.offline.tiny_families.FAMILIES`;
-    default Skywork-VL-Reward's Qwen2.5-VL + value head). ``processor`` makes a skywork-vl checkpoint
-    whose processor (and vision patch/merge sizes) differ from the default. Returns the directory.
-    Deterministic: the same ``seed`` gives byte-identical weights.
+    ``processor`` makes a checkpoint whose processor (and vision patch/merge sizes) differ from the
+    default. Returns the directory. Deterministic: the same ``seed`` gives byte-identical weights.
     """
-    if family != "skywork-vl":
-        from rlreward.offline.tiny_families import make_family
-
-        if processor is not None and processor != ProcessorOptions():
-            raise ValueError(f"processor options apply to the skywork-vl family only, not {family}")
-        return make_family(out_dir, family, seed=seed)
     popts = processor or ProcessorOptions()
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration

@@ -14,7 +14,7 @@ Each is laid out as the real family ships (config, weights, tokenizer/processor,
                     ["RewardModel"]``, ``normalize_reward: true`` with ``mean``/``std``
 ==================  ===============================================================================
 
-``skywork-vl`` (Qwen2.5-VL + value head) is :func:`rlreward.offline.tiny.make_tiny`'s default.
+``skywork-vl`` (Qwen2.5-VL + value head) is :func:`rlreward.offline.tiny.make_tiny`'s checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlreward.offline.tiny import QWEN25_VL_CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+from rlreward.offline.tiny import (
+    QWEN25_VL_CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    ProcessorOptions,
+    build_tokenizer,
+    make_tiny,
+)
 
 HIDDEN = 64
 
@@ -437,8 +443,22 @@ def _openrlhf(out: Path, seed: int) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def make_family(out_dir: str | Path, family: str, *, seed: int = 0) -> Path:
-    """Write a tiny checkpoint of ``family`` (one of :data:`FAMILIES` but ``skywork-vl``)."""
+def make_family(
+    out_dir: str | Path,
+    family: str = "skywork-vl",
+    *,
+    seed: int = 0,
+    processor: ProcessorOptions | None = None,
+) -> Path:
+    """Write a tiny checkpoint of ``family`` (one of :data:`FAMILIES`) to ``out_dir``.
+
+    ``processor`` (a checkpoint whose processor differs from the default) applies to ``skywork-vl``
+    only. Deterministic: the same ``seed`` gives the same weights.
+    """
+    if family == "skywork-vl":
+        return make_tiny(out_dir, seed=seed, processor=processor)
+    if processor is not None and processor != ProcessorOptions():
+        raise ValueError(f"processor options apply to the skywork-vl family only, not {family}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     builders = {

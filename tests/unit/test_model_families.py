@@ -27,7 +27,7 @@ from PIL import Image
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.models import UnsupportedModelError
 from rlreward.engine.scorer import Scorer
-from rlreward.offline.tiny import make_tiny
+from rlreward.offline.tiny_families import make_family
 from tests.conftest import noise_png
 
 TEXT = ("llama-seqcls", "qwen3-seqcls", "openrlhf")
@@ -38,7 +38,7 @@ FAMILIES = TEXT + VISION
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {f: str(make_tiny(root / f, family=f, seed=3)) for f in FAMILIES}
+    return {f: str(make_family(root / f, f, seed=3)) for f in FAMILIES}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ Add a family: a module with a :class:`RewardFamily` subclass, appended to :data:
 from __future__ import annotations
 
 from rlreward.engine.config import ScorerConfig
+from rlreward.engine.head import HeadLoadError
 from rlreward.engine.models.base import (
     Checkpoint,
     ModelLoadError,
@@ -37,13 +38,17 @@ SUPPORTED = (
 )
 
 
+class MissingHeadError(UnsupportedModelError, HeadLoadError):
+    """A base model without a reward head (what was found, what is supported, ``--head-file``)."""
+
+
 def family_of(ckpt: Checkpoint, head_file: str = "value_head.safetensors") -> RewardFamily:
     """The family that scores ``ckpt``; :class:`UnsupportedModelError` if none does."""
     for cls in FAMILIES:
         if cls.matches(ckpt):
             family = cls(ckpt)
             if isinstance(family, QwenVLValueHead) and not ckpt.has_file(head_file):
-                raise UnsupportedModelError(
+                raise MissingHeadError(
                     f"{ckpt.model}: {ckpt.describe()} has no reward head: no {head_file} beside the weights "
                     f"and no *ForSequenceClassification architecture. Supported: {SUPPORTED}. A value-head "
                     "checkpoint ships the head file (pass --head-file NAME if yours is named otherwise)"
@@ -74,6 +79,7 @@ def family_for_backbone(backbone: object) -> RewardFamily:
 __all__ = [
     "FAMILIES",
     "Checkpoint",
+    "MissingHeadError",
     "ModelLoadError",
     "RewardFamily",
     "UnsupportedModelError",
