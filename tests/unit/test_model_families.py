@@ -348,3 +348,61 @@ def test_refuses_a_seqcls_class_transformers_lacks(dirs, tmp_path):
     )
     msg = _refused(d)
     assert "Qwen9ForSequenceClassification" in msg and "transformers" in msg
+
+
+def test_bench_runs_a_text_family_and_its_systems_agree(dirs, tmp_path):
+    from rlreward.commands.main import main
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", dirs["qwen3-seqcls"], "--workload", "text", "--samples", "8"]
+    rc = main([*args, "--systems", "unshared,shared,reference", "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    systems = report["systems"]
+    assert systems["unshared"]["status"] == systems["shared"]["status"] == "ok"
+    assert systems["shared"]["max_abs_diff_vs_reference"] <= 1e-5
+    assert systems["reference"]["status"] == "skipped"
+    assert report["effective"]["model"]["family"] == "qwen3-seqcls"
+    assert all(s is not None for s in systems["shared"]["scores"])
+
+
+def test_eval_runs_rewardbench_with_a_text_family(dirs, tmp_path):
+    from rlreward.commands.main import main
+
+    rows = [
+        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5", "subset": "math-prm", "id": 1},
+        {
+            "prompt": "Name a colour",
+            "chosen": "blue",
+            "rejected": "a car",
+            "subset": "alpacaeval-easy",
+            "id": 2,
+        },
+    ]
+    data = tmp_path / "rb.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report.json"
+    rc = main(
+        [
+            "eval",
+            "--dataset",
+            str(data),
+            "--format",
+            "rewardbench",
+            "--model",
+            dirs["llama-seqcls"],
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    lines = [json.loads(line) for line in out.with_suffix(".scores.jsonl").read_text().splitlines()]
+    scored = {line["id"]: line["results"] for line in lines if "results" in line}
+    assert set(scored) == {"1", "2"}
+    for row in rows:
+        for answer, res in zip((row["chosen"], row["rejected"]), scored[str(row["id"])]):
+            conv = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": answer}]
+            assert res["error"] is None
+            assert res["score"] == pytest.approx(
+                reference("llama-seqcls", dirs["llama-seqcls"], conv), abs=1e-5
+            )
