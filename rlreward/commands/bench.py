@@ -185,17 +185,7 @@ def run(args: argparse.Namespace) -> int:
         return Scorer(cfg(sharing), bench.model.model, bench.new_processor(), head)
 
     unshared = scorer(False)
-    workload = make_workload(
-        args.workload,
-        unshared.preprocessor.tokenizer,
-        prompts=args.prompts,
-        group=args.group,
-        image_tokens=args.image_tokens,
-        completion_tokens=args.completion_tokens,
-        prompt_tokens=args.prompt_tokens,
-        samples=args.samples,
-        seed=args.seed,
-    )
+    workload = make_workload(args.workload, unshared.preprocessor.tokenizer, **_workload_args(args))
     samples = workload.samples
     prepared = [unshared.prepare(s) for s in samples]
     failed = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, PreparedSample)]
@@ -343,6 +333,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workload_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``make_workload``'s keyword arguments from the command line."""
+    keys = ("prompts", "group", "image_tokens", "completion_tokens", "prompt_tokens", "samples", "seed")
+    return {k: getattr(args, k) for k in keys}
+
+
 def _other_family(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> Any:
     """The family of a ``--model`` directory that is not Qwen2.5-VL + value head (else None)."""
     if not Path(args.model).is_dir():
@@ -368,16 +364,7 @@ def _run_family(
     config = scorer_config_from_args(args).model_copy(
         update={"model": args.model, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
     )
-    workload = dict(
-        kind=args.workload,
-        prompts=args.prompts,
-        group=args.group,
-        image_tokens=args.image_tokens,
-        completion_tokens=args.completion_tokens,
-        prompt_tokens=args.prompt_tokens,
-        samples=args.samples,
-        seed=args.seed,
-    )
+    workload = {"kind": args.workload, **_workload_args(args)}
     try:
         results, effective = bench_family(config, family, names, workload, repeats=args.repeats, atol=atol)
     except ValueError as exc:

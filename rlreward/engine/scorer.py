@@ -1,12 +1,14 @@
 """The scorer: a list of samples in, a list of :class:`ScoreResult` out, same order.
 
-The score is exactly the one ``DESIGN.md`` defines::
+The checkpoint's family (:mod:`rlreward.engine.models`: detected from its ``config.json`` and
+files) loads it, renders samples and runs the forward pass; for every family the score is
 
-    score(sample) = w · h_L[t] + b        (fp32)
+    score(sample) = head(h_L[t])        (fp32)
 
-``h_L`` is the post-final-norm hidden state of the language model (``last_hidden_state``), ``t``
-the sample's last real token (the ``\\n`` after the final ``<|im_end|>``), ``w, b`` the value head.
-``lm_head`` is never computed (nor kept in memory).
+``h_L`` the post-final-norm hidden state of the language model, ``t`` the sample's last real
+token (after the family's render), ``head`` the value head / ``score`` layer in fp32 (Skywork-VL:
+``DESIGN.md``'s ``w · h + b``). ``lm_head`` is never computed (nor kept in memory). The scorer
+plans batches, shares prefixes where the family allows KV reuse, and reports what ran.
 
 Isolation: preprocessing errors are per sample (:class:`SampleError`); if a forward pass fails, its
 samples are retried one by one so that only the one that fails gets an ``internal_error``.

@@ -117,28 +117,80 @@ def _value_head(out: Path, gen: Any) -> None:
     )
 
 
-def _qwen2_vl(out: Path, seed: int) -> None:
-    import torch
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
+def _qwen_tokens(seed: int) -> tuple[Any, dict[str, int], dict[str, int]]:
+    """The Qwen tokenizer, its bos/eos/pad ids and the vision token ids of a Qwen-VL config."""
     tok = build_tokenizer(seed)
     ids = _ids(tok)
     special = dict(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
     )
-    text = _text(
-        tok,
-        rope_theta=1e6,
-        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3], "rope_type": "default"},
+    vision = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
+    return tok, special, vision
+
+
+def _qwen3_vision(**extra: Any) -> dict[str, Any]:
+    """A toy Qwen3-VL / Qwen3.5 vision tower (patch 16, merge 2)."""
+    return dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        in_channels=3,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=HIDDEN,
+        num_position_embeddings=64,
+        **extra,
+    )
+
+
+def _save_model(cls: Any, config: Any, seed: int, out: Path) -> Any:
+    """Build ``cls(config)`` from ``seed``, randomise it and save it; the generator, for the head."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(config)
+    gen = _randomise(model, seed)
+    model.save_pretrained(out, safe_serialization=True)
+    return gen
+
+
+def _save_qwen_processor(cls: Any, video_cls: Any, tok: Any, patch: int, max_tokens: int, out: Path) -> None:
+    """The Qwen-VL processor around ``tok``: ``patch`` x merge 2, 4 to ``max_tokens`` tokens per image."""
+    from transformers import Qwen2VLImageProcessor
+
+    f = patch * 2
+    geometry = dict(patch_size=patch, merge_size=2, temporal_patch_size=2)
+    cls(
+        image_processor=Qwen2VLImageProcessor(
+            **geometry, size={"shortest_edge": 4 * f * f, "longest_edge": max_tokens * f * f}
+        ),
+        tokenizer=tok,
+        video_processor=video_cls(
+            **geometry, size={"shortest_edge": 128 * f * f, "longest_edge": 768 * f * f}
+        ),
+        chat_template=QWEN25_VL_CHAT_TEMPLATE,
+    ).save_pretrained(out)
+
+
+def _qwen2_vl(out: Path, seed: int) -> None:
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tok, special, vision = _qwen_tokens(seed)
+    rope = {"type": "mrope", "mrope_section": [2, 3, 3], "rope_type": "default"}
     config = Qwen2VLConfig(
-        text_config={**text, **special},
+        text_config={**_text(tok, rope_theta=1e6, rope_scaling=rope), **special},
         vision_config=dict(
             depth=2,
             embed_dim=32,
@@ -150,91 +202,38 @@ def _qwen2_vl(out: Path, seed: int) -> None:
             temporal_patch_size=2,
             in_channels=3,
         ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
         architectures=["Qwen2VLForConditionalGeneration"],
+        **vision,
         **special,
     )
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    gen = _randomise(model, seed)
-    model.save_pretrained(out, safe_serialization=True)
-    size = {"shortest_edge": 4 * 28 * 28, "longest_edge": 16384 * 28 * 28}
-    Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(patch_size=14, merge_size=2, temporal_patch_size=2, size=size),
-        tokenizer=tok,
-        video_processor=Qwen2VLVideoProcessor(
-            patch_size=14,
-            merge_size=2,
-            temporal_patch_size=2,
-            size={"shortest_edge": 128 * 28 * 28, "longest_edge": 768 * 28 * 28},
-        ),
-        chat_template=QWEN25_VL_CHAT_TEMPLATE,
-    ).save_pretrained(out)
+    gen = _save_model(Qwen2VLForConditionalGeneration, config, seed, out)
+    _save_qwen_processor(Qwen2VLProcessor, Qwen2VLVideoProcessor, tok, 14, 16384, out)
     _value_head(out, gen)
 
 
 def _qwen3_vl(out: Path, seed: int) -> None:
-    import torch
     from transformers import (
-        Qwen2VLImageProcessor,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
     )
 
-    tok = build_tokenizer(seed)
-    ids = _ids(tok)
-    special = dict(
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
-    )
+    tok, special, vision = _qwen_tokens(seed)
     rope = {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
     config = Qwen3VLConfig(
         text_config={**_text(tok, rope_parameters=rope), **special},
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            in_channels=3,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            out_hidden_size=HIDDEN,
-            num_position_embeddings=64,
-            deepstack_visual_indexes=[0],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        vision_config=_qwen3_vision(deepstack_visual_indexes=[0]),
         tie_word_embeddings=False,
         architectures=["Qwen3VLForConditionalGeneration"],
+        **vision,
     )
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config)
-    gen = _randomise(model, seed)
-    model.save_pretrained(out, safe_serialization=True)
-    size = {"shortest_edge": 4 * 32 * 32, "longest_edge": 16384 * 32 * 32}
-    Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, size=size),
-        tokenizer=tok,
-        video_processor=Qwen3VLVideoProcessor(
-            patch_size=16,
-            merge_size=2,
-            temporal_patch_size=2,
-            size={"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32},
-        ),
-        chat_template=QWEN25_VL_CHAT_TEMPLATE,
-    ).save_pretrained(out)
+    gen = _save_model(Qwen3VLForConditionalGeneration, config, seed, out)
+    _save_qwen_processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tok, 16, 16384, out)
     _value_head(out, gen)
 
 
 def _text_seqcls(out: Path, seed: int, family: str) -> None:
-    import torch
     from transformers import (
         LlamaConfig,
         LlamaForSequenceClassification,
@@ -270,28 +269,19 @@ def _text_seqcls(out: Path, seed: int, family: str) -> None:
         config = Qwen3Config(**_text(tok, rope_theta=1e6), num_labels=1, **special)
         config.architectures = ["Qwen3ForSequenceClassification"]
         cls = Qwen3ForSequenceClassification
-    torch.manual_seed(seed)
-    model = cls(config)
-    _randomise(model, seed)
-    model.save_pretrained(out, safe_serialization=True)
+    _save_model(cls, config, seed, out)
     tok.save_pretrained(out)
 
 
 def _qwen35_seqcls(out: Path, seed: int) -> None:
-    import torch
     from transformers import (
-        Qwen2VLImageProcessor,
         Qwen3_5Config,
         Qwen3_5ForSequenceClassification,
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
     )
 
-    tok = build_tokenizer(seed)
-    ids = _ids(tok)
-    special = dict(
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
-    )
+    tok, special, vision = _qwen_tokens(seed)
     rope = {
         "rope_type": "default",
         "rope_theta": 1e7,
@@ -311,41 +301,17 @@ def _qwen35_seqcls(out: Path, seed: int) -> None:
     )
     config = Qwen3_5Config(
         text_config={**text, **special},
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            in_channels=3,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            out_hidden_size=HIDDEN,
-            num_position_embeddings=64,
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        vision_config=_qwen3_vision(),
         tie_word_embeddings=False,
         num_labels=1,
         architectures=["Qwen3_5ForSequenceClassification"],
+        **vision,
     )
-    torch.manual_seed(seed)
-    model = Qwen3_5ForSequenceClassification(config)
-    _randomise(model, seed)
-    model.save_pretrained(out, safe_serialization=True)
-    size = {"shortest_edge": 4 * 32 * 32, "longest_edge": 1024 * 32 * 32}
-    Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, size=size),
-        tokenizer=tok,
-        video_processor=Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2),
-        chat_template=QWEN25_VL_CHAT_TEMPLATE,
-    ).save_pretrained(out)
+    _save_model(Qwen3_5ForSequenceClassification, config, seed, out)
+    _save_qwen_processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tok, 16, 1024, out)
 
 
 def _gemma3_seqcls(out: Path, seed: int) -> None:
-    import torch
     from transformers import (
         Gemma3Config,
         Gemma3ForSequenceClassification,
@@ -405,10 +371,7 @@ def _gemma3_seqcls(out: Path, seed: int) -> None:
         architectures=["Gemma3ForSequenceClassification"],
     )
     config.pad_token_id = tok.pad_token_id
-    torch.manual_seed(seed)
-    model = Gemma3ForSequenceClassification(config)
-    _randomise(model, seed)
-    model.save_pretrained(out, safe_serialization=True)
+    _save_model(Gemma3ForSequenceClassification, config, seed, out)
     ip = Gemma3ImageProcessor(size={"height": 56, "width": 56}, do_pan_and_scan=False)
     Gemma3Processor(
         image_processor=ip, tokenizer=tok, chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=n_image

@@ -206,6 +206,15 @@ def freeze(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return module.to(device)
 
 
+def pooled_scores(
+    backbone: torch.nn.Module, head: torch.nn.Module, batch: Any, **inputs: Any
+) -> torch.Tensor:
+    """The backbone's own forward on the batch's ids and mask (plus ``inputs``), then ``head`` on
+    its ``last_hidden_state`` at each row's last real token: ``[B]`` fp32."""
+    out = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **inputs)
+    return head(last_rows(out.last_hidden_state, batch.last_index))
+
+
 def last_rows(hidden: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
     """``hidden[r, last_index[r]]`` for every row: ``[B, H]``."""
     rows = torch.arange(hidden.shape[0], device=hidden.device)

@@ -32,6 +32,7 @@ from rlreward.engine.models.base import (
     freeze,
     last_rows,
     load_pretrained,
+    pooled_scores,
 )
 
 
@@ -239,12 +240,11 @@ class Qwen3VLValueHead(QwenVLValueHead):
         batch: Any,
         image_features: Callable[[Any], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        out = backbone(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
+        return pooled_scores(
+            backbone,
+            head,
+            batch,
             position_ids=batch.position_ids,
             pixel_values=batch.pixel_values,
             image_grid_thw=batch.image_grid_thw,
-            use_cache=False,
         )
-        return head(last_rows(out.last_hidden_state, batch.last_index))

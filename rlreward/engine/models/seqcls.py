@@ -32,8 +32,8 @@ from rlreward.engine.models.base import (
     RewardFamily,
     UnsupportedModelError,
     freeze,
-    last_rows,
     load_pretrained,
+    pooled_scores,
     strip_trailing,
 )
 from rlreward.engine.preprocess import (
@@ -247,13 +247,7 @@ class SequenceClassification(RewardFamily):
         batch: Any,
         image_features: Callable[[Any], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        out = backbone(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids[0],
-            use_cache=False,
-        )
-        return head(last_rows(out.last_hidden_state, batch.last_index))
+        return pooled_scores(backbone, head, batch, position_ids=batch.position_ids[0])
 
     def language_model(self, backbone: torch.nn.Module) -> torch.nn.Module:
         return backbone
@@ -327,5 +321,4 @@ class VisionSequenceClassification(SequenceClassification):
             kwargs["token_type_ids"] = (ids == image_id).long()
         else:
             kwargs["mm_token_type_ids"] = (ids == image_id).int()
-        out = backbone(input_ids=ids, attention_mask=batch.attention_mask, use_cache=False, **kwargs)
-        return head(last_rows(out.last_hidden_state, batch.last_index))
+        return pooled_scores(backbone, head, batch, **kwargs)
