@@ -179,6 +179,8 @@ class SequenceClassification(RewardFamily):
         mt = checkpoint.model_type if checkpoint else None
         sliding = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
         self.kv_prefix_reuse = mt in _REUSABLE and not sliding  # type: ignore[misc]
+        # Linear-attention layers (Qwen3.5 text, ...) carry a recurrent state: pad only after the text.
+        self.right_padding_only = "linear_attention" in (cfg.get("layer_types") or [])
         if mt and type(self) is SequenceClassification:
             self.name = f"{mt}-seqcls"  # type: ignore[misc]
 
