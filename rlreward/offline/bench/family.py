@@ -51,7 +51,11 @@ def bench_family(
     prepared = [unshared.prepare(s) for s in wl.samples]
     bad = next((p for p in prepared if not isinstance(p, PreparedSample)), None)
     if bad is not None:
-        hint = "" if family.vision else " (a text reward model: use --workload text)"
+        hint = (
+            ""
+            if family.vision
+            else " (a text reward model: use --workload text, or grpo with --image-tokens 0)"
+        )
         raise ValueError(f"the workload cannot be scored by {family.name}: {bad.error.message}{hint}")
     tokens = sum(p.num_tokens for p in prepared)
     results: dict[str, SystemResult] = {}
