@@ -71,8 +71,8 @@ def read_checkpoint(config: ScorerConfig) -> Checkpoint:
         return Checkpoint(
             config.model, json.loads(path.read_text(encoding="utf-8")), lambda name: (root / name).is_file()
         )
-    if config.model.startswith((".", "/", "~")) or config.model.count("/") > 1:
-        raise ModelLoadError(f"model directory {config.model} does not exist")
+    if config.model.startswith((".", "/", "~")) or config.model.count("/") > 1 or "\\" in config.model:
+        raise ModelLoadError(f"model directory {config.model} does not exist (a hub id is NAME or ORG/NAME)")
     try:
         from huggingface_hub import file_exists, hf_hub_download
 
