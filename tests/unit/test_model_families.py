@@ -282,6 +282,17 @@ def test_text_family_refuses_images_per_sample(scorers):
     assert res[1].error is None
 
 
+def test_qwen_resize_keys_are_refused_by_a_family_that_would_ignore_them(scorers):
+    conv = _image_cases()["image"]
+    keyed = [
+        {**conv[0], "content": [{**conv[0]["content"][0], "max_pixels": 3136}, conv[0]["content"][1]]},
+        conv[1],
+    ]
+    bad, good = scorers["gemma3-seqcls"].score([{"messages": keyed}, {"messages": conv}])
+    assert bad.error is not None and bad.error.code == "bad_content" and "max_pixels" in bad.error.message
+    assert good.error is None
+
+
 def test_rendered_text_scores_like_its_conversation(scorers):
     from transformers import PreTrainedTokenizerBase
 

@@ -37,6 +37,7 @@ from rlreward.engine.models.base import (
     strip_trailing,
 )
 from rlreward.engine.preprocess import (
+    IMAGE_ITEM_KEYS,
     PreparedSample,
     Preprocessor,
     check_text,
@@ -130,6 +131,15 @@ class VisionSeqClsPreprocessor(TextPreprocessor):
                 ErrorCode.BAD_CONTENT,
                 f"this reward model ({self.family}) is served for text and images, not videos",
             )
+        for m in messages:
+            for item in m["content"] if isinstance(m["content"], list) else []:
+                keys = sorted(k for k in IMAGE_ITEM_KEYS if k in item)
+                if keys:
+                    raise SampleError(
+                        ErrorCode.BAD_CONTENT,
+                        f"image resize keys {keys} are qwen-vl-utils'; {self.family} resizes with its own "
+                        "processor and would ignore them: resize the image before sending it",
+                    )
         messages, digests = self._vision_items(messages)
         try:
             enc = self.processor.apply_chat_template(
