@@ -71,9 +71,7 @@ def family_for_backbone(backbone: object) -> RewardFamily:
     for cls in (QwenVLValueHead, Qwen2VLValueHead, Qwen3VLValueHead):
         if mt in cls.model_types:
             return cls()
-    fam = SequenceClassification()
-    fam.kv_prefix_reuse = mt in {"llama", "qwen2", "qwen3", "mistral"}  # type: ignore[misc]
-    return fam
+    return SequenceClassification(Checkpoint("", cfg.to_dict() if cfg is not None else {}, lambda name: False))
 
 
 __all__ = [
