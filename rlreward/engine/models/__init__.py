@@ -71,7 +71,9 @@ def family_for_backbone(backbone: object) -> RewardFamily:
     for cls in (QwenVLValueHead, Qwen2VLValueHead, Qwen3VLValueHead):
         if mt in cls.model_types:
             return cls()
-    return SequenceClassification(Checkpoint("", cfg.to_dict() if cfg is not None else {}, lambda name: False))
+    return SequenceClassification(
+        Checkpoint("", cfg.to_dict() if cfg is not None else {}, lambda name: False)
+    )
 
 
 __all__ = [
