@@ -121,6 +121,9 @@ class RewardFamily:
     qwen_vl_utils: ClassVar[bool] = False
     #: qwen-vl-utils' ``image_patch_size`` for the first resize (14: Qwen2/2.5-VL, 16: Qwen3-VL).
     image_patch_size: ClassVar[int] = 14
+    #: What the head is and where it reads the sequence (shown in the effective settings).
+    head_kind: ClassVar[str] = ""
+    pooling: ClassVar[str] = "last real token"
 
     def __init__(self, checkpoint: Checkpoint | None = None) -> None:
         self.checkpoint = checkpoint
@@ -174,6 +177,8 @@ class RewardFamily:
             "family": self.name,
             "recipe": self.recipe,
             "kv_prefix_reuse": self.kv_prefix_reuse,
+            "head": self.head_kind,
+            "pooling": self.pooling,
         }
         if not self.kv_prefix_reuse:
             out["kv_prefix_reuse_off_because"] = self.no_reuse_reason

@@ -126,9 +126,10 @@ class OpenRLHFReward(SequenceClassification):
         pre.pool_skip_id = None  # OpenRLHF pools at the last real token, whatever its id
         return pre
 
+    pooling = "last real token (OpenRLHF's eos_indices rule)"
+
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["head"] = f"{getattr(self, 'head_key', 'score.weight')} (no bias), applied in fp32"
-        out["pooling"] = "last real token (OpenRLHF's eos_indices rule)"
         out["normalization"] = getattr(self, "normalization", {})
         return out

@@ -162,6 +162,7 @@ class QwenVLValueHead(RewardFamily):
     kv_prefix_reuse = True
     vision = True
     qwen_vl_utils = True
+    head_kind = "value_head.safetensors: fp32 Linear(H, 1) with bias"
 
     @classmethod
     def matches(cls, ckpt: Checkpoint) -> bool:
@@ -194,12 +195,6 @@ class QwenVLValueHead(RewardFamily):
         image_features: Callable[[Any], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         return embed_batch(backbone, batch, image_features)
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        out["head"] = "value_head.safetensors: fp32 Linear(H, 1) with bias"
-        out["pooling"] = "last real token"
-        return out
 
 
 class Qwen2VLValueHead(QwenVLValueHead):
