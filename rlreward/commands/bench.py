@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -153,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     atol = args.atol if args.atol is not None else (1e-3 if dtype == torch.float32 else 0.25)
     loadavg_start = _loadavg()
+    family = _other_family(args, device, dtype)
+    if family is not None:
+        return _run_family(args, names, family, device, dtype, atol)
     print(f"building {args.model} ({dtype}, {device}) ...", file=sys.stderr)
     bench = load_bench_model(
         args.model,
@@ -182,17 +186,7 @@ def run(args: argparse.Namespace) -> int:
         return Scorer(cfg(sharing), bench.model.model, bench.new_processor(), head)
 
     unshared = scorer(False)
-    workload = make_workload(
-        args.workload,
-        unshared.preprocessor.tokenizer,
-        prompts=args.prompts,
-        group=args.group,
-        image_tokens=args.image_tokens,
-        completion_tokens=args.completion_tokens,
-        prompt_tokens=args.prompt_tokens,
-        samples=args.samples,
-        seed=args.seed,
-    )
+    workload = make_workload(args.workload, unshared.preprocessor.tokenizer, **_workload_args(args))
     samples = workload.samples
     prepared = [unshared.prepare(s) for s in samples]
     failed = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, PreparedSample)]
@@ -338,3 +332,49 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _workload_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``make_workload``'s keyword arguments from the command line."""
+    keys = ("prompts", "group", "image_tokens", "completion_tokens", "prompt_tokens", "samples", "seed")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _other_family(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> Any:
+    """The family of a ``--model`` directory that is not Qwen2.5-VL + value head (else None)."""
+    if not Path(args.model).is_dir():
+        return None
+    from rlreward.engine.models import detect_family
+
+    cfg = scorer_config_from_args(args).model_copy(update={"model": args.model})
+    family = detect_family(cfg)
+    return None if family.name == "qwen2.5-vl+value-head" else family
+
+
+def _run_family(
+    args: argparse.Namespace,
+    names: list[str],
+    family: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    atol: float,
+) -> int:
+    """``rlreward bench`` on another family: its scorer's systems (:mod:`rlreward.offline.bench.family`)."""
+    from rlreward.offline.bench.family import bench_family, render
+
+    config = scorer_config_from_args(args).model_copy(
+        update={"model": args.model, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
+    )
+    workload = {"kind": args.workload, **_workload_args(args)}
+    try:
+        results, effective = bench_family(config, family, names, workload, repeats=args.repeats, atol=atol)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(render(results, effective))
+    print(f"load avg {_loadavg()}", file=sys.stderr)
+    if args.json:
+        out = {"systems": {n: r.model_dump() for n, r in results.items()}, "effective": effective}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 1 if any(r.status == "mismatch" for r in results.values()) else 0

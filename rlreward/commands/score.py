@@ -55,6 +55,13 @@ def settings_header(info: dict[str, Any]) -> str:
         f"  video: resize 1 pixels {vfirst.get('min_pixels')}-{vfirst.get('max_pixels')}, fps {vfirst.get('fps')}, "
         f"frames {vfirst.get('min_frames')}-{vfirst.get('max_frames')} (limit {vid.get('max_video_frames')}), "
         f"reader {vfirst.get('file_reader')}; resize 2 pixels {vsecond.get('min_pixels')}-{vsecond.get('max_pixels')}",
+    ]
+    family = info.get("family") or {}
+    if family:
+        lines.insert(1, f"  model family: {family.get('family')} ({family.get('recipe')})")
+    if not first:  # a family that renders with its own processor/tokenizer alone
+        lines[-3:] = [f"  images: {'processor resize ' + str(second) if second else 'none (text only)'}"]
+    lines += [
         "  deviations from the checkpoint/recipe: "
         + (", ".join(f"{k}={v}" for k, v in dev.items()) if dev else "none (the model card's recipe)"),
         f"  batching: max_batch_tokens={bat.get('max_batch_tokens')} ({bat.get('max_batch_tokens_source')}), "

@@ -515,6 +515,8 @@ class RewardIngress:
                     {
                         # vLLM's ModelCard fields first, rlreward's after them.
                         **vllm.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
+                        # The reward-model family and the recipe it is scored with (docs/models.md).
+                        "family": info.get("family"),
                         "head_shape": info.get("head_shape"),
                         "hidden_size": info.get("hidden_size"),
                         "dtype": info.get("dtype"),

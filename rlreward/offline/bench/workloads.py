@@ -60,13 +60,14 @@ def make_workload(
     out: list[dict] = []
     if kind == "grpo":
         for p in range(prompts):
-            image, prompt = (
-                schema_image_data_uri(token_noise_image(n_img, seed * 1000 + p)),
-                _text(rng, words, pt),
+            # --image-tokens 0: text only (a text reward model's GRPO groups).
+            images = (
+                {"images": [schema_image_data_uri(token_noise_image(n_img, seed * 1000 + p))]}
+                if n_img > 0
+                else {}
             )
-            out += [
-                {"prompt": prompt, "response": _text(rng, words, c), "images": [image]} for _ in range(group)
-            ]
+            prompt = _text(rng, words, pt)
+            out += [{"prompt": prompt, "response": _text(rng, words, c), **images} for _ in range(group)]
         groups = [list(range(p * group, (p + 1) * group)) for p in range(prompts)]
         params = dict(prompts=prompts, group=group, image_tokens=n_img, completion_tokens=c, prompt_tokens=pt)
     elif kind in ("ppo", "text"):
