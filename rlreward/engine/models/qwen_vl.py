@@ -1,7 +1,7 @@
 """Value-head reward models on Qwen-VL bases: Qwen2-VL, Qwen2.5-VL (Skywork-VL-Reward), Qwen3-VL.
 
 The checkpoint is the base ``*ForConditionalGeneration`` plus ``value_head.safetensors``
-(``v_head.summary.weight`` [1, H], ``v_head.summary.bias`` [1]). The score is ``DESIGN.md``'s:
+(``v_head.summary.weight`` [1, H], ``v_head.summary.bias`` [1]). The score is the model card's:
 ``w · h_L[t] + b`` in fp32, ``h_L`` the language model's post-final-norm hidden state at the
 sample's last real token, rendered by the checkpoint's own chat template and processor after
 qwen-vl-utils' first resize. ``lm_head`` is never loaded into the scorer.
