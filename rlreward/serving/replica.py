@@ -105,9 +105,13 @@ class RewardReplica:
         preprocess_threads: int = 4,
         stuck_forward_s: float = 600.0,
         engine: ScoringEngine | None = None,
+        health: dict[str, Any] | None = None,
     ):
         """``engine`` (tests): a ready :class:`~rlreward.engine.protocol.ScoringEngine` to serve
-        instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``."""
+        instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``.
+        ``health``: :class:`rlreward.serving.config.HealthOptions` and its board's name (canaries)."""
+        from rlreward.serving.health_replica import ReplicaHealth
+
         t0 = time.perf_counter()
         if engine is None:
             from rlreward.engine.config import ScorerConfig
@@ -117,6 +121,7 @@ class RewardReplica:
         self.scorer = engine
         config = engine.config
         self._pool = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="rlreward-prepare")
+        self._health = ReplicaHealth(health)
         self._device_lock = threading.Lock()  # score_prepared owns the device: one caller at a time
         self._stuck_forward_s = stuck_forward_s
         self._forward_started: float | None = None
@@ -134,7 +139,8 @@ class RewardReplica:
         self._engine_task: asyncio.Task | None = None
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         # Warm-up before traffic: compile kernels, allocate, and prove the model scores.
-        self._probe = self.scorer.prepare(_probe_sample())
+        vision = getattr(getattr(self.scorer, "family", None), "vision", True)  # a text RM: no image
+        self._probe = self.scorer.prepare(_probe_sample(vision))
         if isinstance(self._probe, ScoreResult):
             raise RuntimeError(f"the warm-up sample could not be prepared: {self._probe.error}")
         self._check_device()
@@ -235,6 +241,31 @@ class RewardReplica:
         self._m_request.observe((time.perf_counter() - t0) * 1000)
         tokens = [p.num_tokens if not isinstance(p, ScoreResult) else 0 for p in prepared]
         return list(results), tokens
+
+    async def score_with_health(
+        self, samples: list[Any]
+    ) -> tuple[list[ScoreResult], list[int], list[list[Any] | None]]:
+        """:meth:`score_with_tokens`, plus each sample's reward-health identity ``[conversation digest,
+        answer digest, answer tokens]`` (None if malformed), computed in the preparation pool."""
+        self._health.ensure_canary(self.score_alone, self.stats)
+        if not isinstance(samples, (list, tuple)):
+            results, tokens = await self.score_with_tokens(samples)
+            return results, tokens, [None] * len(results)
+        tokenizer = getattr(getattr(self.scorer, "processor", None), "tokenizer", None)
+        infos = asyncio.get_running_loop().run_in_executor(
+            self._pool, self._health.sample_infos, tokenizer, samples
+        )
+        results, tokens = await self.score_with_tokens(samples)
+        return results, tokens, await infos
+
+    async def score_alone(self, samples: list[Any]) -> list[ScoreResult]:
+        """Score ``samples`` in a forward pass of their own, never batched with traffic (canaries: the
+        same composition every time, so a change in their scores is a change in the replica)."""
+        loop = asyncio.get_running_loop()
+        prepared = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, self.scorer.prepare, s) for s in samples)
+        )
+        return await asyncio.to_thread(self._forward, list(prepared))
 
     # -- continuous batching engine ---------------------------------------------------------------
     def _group_key(self, p: Any, request: int, i: int) -> Hashable:
@@ -388,6 +419,7 @@ class RewardReplica:
 
     async def check_health(self) -> None:
         """Raise if the replica cannot score (Serve replaces it after repeated failures)."""
+        self._health.ensure_canary(self.score_alone, self.stats)
         started = self._forward_started
         if started is not None:
             running = time.monotonic() - started
@@ -451,12 +483,15 @@ def _sync_device(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _probe_sample() -> dict[str, Any]:
-    """A small text+image sample (a PIL image: in-process, so no media policy applies)."""
+def _probe_sample(vision: bool = True) -> dict[str, Any]:
+    """A small text+image sample (a PIL image: in-process, so no media policy applies); text only
+    for a text reward model."""
     from PIL import Image
 
-    img = Image.new("RGB", (56, 56), (200, 30, 30))
-    return {"prompt": "What colour is the square?", "response": "It is red.", "images": [img]}
+    sample: dict[str, Any] = {"prompt": "What colour is the square?", "response": "It is red."}
+    if vision:
+        sample["images"] = [Image.new("RGB", (56, 56), (200, 30, 30))]
+    return sample
 
 
 def _replica_context() -> dict[str, Any]:
