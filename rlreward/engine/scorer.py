@@ -216,6 +216,8 @@ class Scorer:
         self.video_token_id = getattr(cfg, "video_token_id", None)
         self._vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._vision_cache_size = config.batching.vision_cache_size
+        #: 0 awake, else the level of :meth:`sleep` in effect.
+        self.sleep_level = 0
 
     @classmethod
     def from_config(cls, config: ScorerConfig) -> Scorer:
@@ -520,7 +522,10 @@ class Scorer:
     def score_prepared(
         self, items: Sequence[PreparedSample | ScoreResult], progress: Callable[[int], None] | None = None
     ) -> list[ScoreResult]:
-        """Score already-prepared samples; error results pass through in place."""
+        """Score already-prepared samples; error results pass through in place. A sleeping scorer
+        wakes first (:meth:`wake`)."""
+        if self.sleep_level:
+            self.wake()
         results: list[ScoreResult | None] = [it if isinstance(it, ScoreResult) else None for it in items]
         todo = [i for i, it in enumerate(items) if isinstance(it, PreparedSample)]
         prepared = [items[i] for i in todo]
@@ -538,3 +543,51 @@ class Scorer:
     ) -> list[ScoreResult]:
         """Score ``samples`` (dicts in either form). ``results[i]`` belongs to ``samples[i]``."""
         return self.score_prepared([self.prepare(s) for s in samples], progress=progress)
+
+    # -- sleep and wake (rlreward.engine.sleep) ---------------------------------------------------------
+    def weight_bytes(self) -> int:
+        """Bytes the backbone's and head's parameters hold now (0 while asleep at level 2)."""
+        from rlreward.engine.sleep import parameter_bytes
+
+        return parameter_bytes([self.backbone, self.head])
+
+    def sleep(self, level: int = 1) -> int:
+        """Release the model's memory, keep everything else; returns the parameter bytes released
+        from the device (level 1 on a GPU) or from memory (level 2). Not thread-safe with
+        :meth:`score_prepared` (the caller owns the device). See :mod:`rlreward.engine.sleep`."""
+        from rlreward.engine import sleep as sl
+
+        level = sl.check_level(level)
+        if self.sleep_level >= level:
+            return 0
+        modules = [self.backbone, self.head]
+        self._vision_cache.clear()
+        size = self.weight_bytes()
+        if level == 1:
+            sl.offload(modules, self.device)
+            released = size if self.device.type == "cuda" else 0
+        else:
+            sl.remember_shapes(modules)
+            released = sl.drop(modules)
+        self.sleep_level = level
+        log.info("rlreward scorer asleep (level %d): %d weight bytes released", level, released)
+        return released
+
+    def wake(self) -> None:
+        """Undo :meth:`sleep`: the same weights back on the device (level 2: reloaded from the
+        checkpoint's files). Scores after a wake are bitwise those before the sleep."""
+        from rlreward.engine import sleep as sl
+
+        if self.sleep_level == 0:
+            return
+        if self.sleep_level == 1:
+            sl.restore([self.backbone, self.head], self.device)
+        else:
+            config = self.config
+            head_path = resolve_head_file(config.model, config.head_file, config.revision)
+            fresh = load_backbone(config, self.device, self.dtype)
+            sl.refill(self.backbone, fresh)
+            del fresh
+            head = load_value_head(head_path, self.head.hidden_size, config.head_key_prefix)
+            sl.refill(self.head, head.to(self.device))
+        self.sleep_level = 0
