@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,6 +80,8 @@ def load_backbone(config: ScorerConfig, device: torch.device, dtype: torch.dtype
     }
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
+    if device.type == "cuda":  # straight to the device: no full host copy, `.to(device)` is then a no-op
+        kwargs["device_map"] = {"": str(device)}
     try:
         full = AutoModelForImageTextToText.from_pretrained(config.model, **kwargs)
     except Exception as exc:
@@ -87,7 +90,10 @@ def load_backbone(config: ScorerConfig, device: torch.device, dtype: torch.dtype
     del full
     backbone.requires_grad_(False)
     backbone.eval()
-    return backbone.to(device)
+    t0 = time.perf_counter()
+    backbone = backbone.to(device)
+    backbone.rlreward_device_copy_s = time.perf_counter() - t0  # the cold-start split (/v1/stats)
+    return backbone
 
 
 def embed_batch(
@@ -231,6 +237,7 @@ class Scorer:
         head = load_value_head(head_path, hidden, config.head_key_prefix)
         processor = load_processor(config)
         scorer = cls(config, backbone, processor, head)
+        scorer.load_split = {"device_copy_s": float(getattr(backbone, "rlreward_device_copy_s", 0.0))}
         log.info(
             "rlreward scorer: model=%s dtype=%s device=%s attn=%s hidden=%d head=%s batching=%s",
             config.model,

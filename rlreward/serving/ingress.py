@@ -21,6 +21,12 @@ Routes:
   hint policy answers ``accepted: false`` with the reason. Authenticated like ``/v1/score``.
   ``RewardIngress.post_hint`` is the same for handle callers.
 
+* ``POST /v1/sleep`` ``{"level": 1|2}`` (default 1) → ``{"replicas": [...]}`` once every replica
+  sleeps; ``POST /v1/wake`` (empty body or ``{}``) → the same once every replica is awake
+  (:mod:`rlreward.serving.sleep`); 504 if they do not within ``request_timeout_s``.
+  ``GET /v1/stats`` → ``{"replicas": [stats()...]}`` (each live replica's last report: state, pid,
+  RSS, device bytes, cold start and its split). ``RewardIngress.sleep_replicas`` /
+  ``wake_replicas`` / ``stats_snapshot`` are the same for handle callers.
 * ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API description, with the
   request bodies' JSON schemas (:class:`ScoreRequest`, :class:`GetRewardRequest`). Behind the token
   like every route but ``/health``.
@@ -68,6 +74,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlreward.errors import classify_ray_error
 from rlreward.schema import ScoreResult
+from rlreward.serving import sleep as sleep_board
 from rlreward.serving import vllm_api
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
 
@@ -228,6 +235,26 @@ class HintRequest(BaseModel):
         return self
 
 
+class SleepRequest(BaseModel):
+    """Body of ``POST /v1/sleep`` (and of ``RewardIngress.sleep_replicas``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        strict=True,
+        description="1: weights to host memory, device memory freed; 2: weights dropped, reloaded on wake.",
+    )
+
+
+class WakeRequest(BaseModel):
+    """Body of ``POST /v1/wake``: empty, or ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # Helpers the class uses are defined above it: serve.ingress serialises the class when it decorates it.
 class RewardIngress:
     """FastAPI ingress; ``replica`` is the ``RewardReplica`` deployment handle.
@@ -242,6 +269,7 @@ class RewardIngress:
         http_options: dict[str, Any],
         model_name: str,
         api_key_digest: str | None = None,
+        sleep_timer: bool = False,
     ) -> None:
         """``api_key_digest``: :func:`~rlreward.serving.config.api_key_digest` of the token, made where
         the app was built; without it the token is read here from ``http_options``' ``api_key``,
@@ -250,6 +278,7 @@ class RewardIngress:
         from rlreward.serving.config import api_key_digest as digest_of
 
         self._replica = replica
+        self._sleep_timer = sleep_timer  # replica.sleep is configured: hints drive the replicas' sleep
         self._http = HttpOptions.model_validate(http_options)
         self._model_name = model_name
         self._key_digest = api_key_digest
@@ -449,7 +478,13 @@ class RewardIngress:
         """Handle-mode entry of ``POST /v1/hints``: validate ``event`` (ValueError if malformed) and
         hand it to this application's hint board."""
         hint = event if isinstance(event, HintRequest) else HintRequest.model_validate(event)
-        return await post_hint(serve.get_replica_context().app_name, hint.model_dump(exclude_none=True))
+        app_name = serve.get_replica_context().app_name
+        answer = await post_hint(app_name, hint.model_dump(exclude_none=True))
+        if self._sleep_timer:
+            await asyncio.wait_for(sleep_board.post_phase_hint(app_name, hint.event), 10.0)
+            if not answer.get("accepted"):  # no hint policy, but the replicas' sleep timers take it
+                answer = {"accepted": True, "used_by": ["sleep"]}
+        return answer
 
     @api.post("/v1/hints", openapi_extra=_openapi_body(HintRequest))
     async def hints(self, request: Request) -> JSONResponse:
@@ -462,6 +497,63 @@ class RewardIngress:
                 503, "unavailable", f"hint board unavailable: {type(exc).__name__}; retry", 1.0
             ) from exc
         return JSONResponse(answer)
+
+    # -- sleep, wake, stats (rlreward.serving.sleep) ----------------------------------------------------
+    async def _sleep_command(self, action: str, level: int = 1) -> dict[str, Any]:
+        timeout = self._http.request_timeout_s
+        try:
+            return await sleep_board.run_command(
+                serve.get_replica_context().app_name, action, level, timeout_s=timeout
+            )
+        except TimeoutError as exc:
+            raise HttpError(504, "timeout", redact_paths(str(exc)), 1.0) from exc
+        except RuntimeError as exc:  # a replica failed the command (a failed wake: it is being replaced)
+            raise HttpError(503, "unavailable", redact_paths(f"{exc}; retry"), 1.0) from exc
+        except Exception as exc:  # the board could not be reached
+            raise HttpError(
+                503, "unavailable", f"sleep board unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+
+    async def sleep_replicas(self, level: int = 1) -> dict[str, Any]:
+        """Put every replica of this application to sleep at ``level``; returns ``{"replicas": [...]}``
+        once all are asleep. ValueError for a bad level; :class:`HttpError` 503/504 otherwise."""
+        body = SleepRequest.model_validate({"level": level})
+        return await self._sleep_command("sleep", body.level)
+
+    async def wake_replicas(self) -> dict[str, Any]:
+        """Wake every replica; returns ``{"replicas": [...]}`` once all are awake."""
+        return await self._sleep_command("wake")
+
+    async def stats_snapshot(self) -> dict[str, Any]:
+        """``GET /v1/stats``'s object: ``{"replicas": [each live replica's last stats() report]}``."""
+        try:
+            replicas = await asyncio.wait_for(
+                sleep_board.replica_reports(serve.get_replica_context().app_name), 10.0
+            )
+        except Exception as exc:
+            raise HttpError(
+                503, "unavailable", f"replica reports unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+        return {"replicas": replicas}
+
+    @api.post("/v1/sleep", openapi_extra=_openapi_body(SleepRequest))
+    async def sleep(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        raw = await self._read_body(request)
+        body: SleepRequest = _validate(SleepRequest, _parse_json(raw) if raw.strip() else {})
+        return JSONResponse(await self._sleep_command("sleep", body.level))
+
+    @api.post("/v1/wake", openapi_extra=_openapi_body(WakeRequest))
+    async def wake(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        raw = await self._read_body(request)
+        _validate(WakeRequest, _parse_json(raw) if raw.strip() else {})
+        return JSONResponse(await self._sleep_command("wake"))
+
+    @api.get("/v1/stats")
+    async def stats(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        return JSONResponse(await self.stats_snapshot())
 
     @api.get("/health")
     async def health(self) -> JSONResponse:

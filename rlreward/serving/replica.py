@@ -50,7 +50,9 @@ from typing import Any
 from ray import serve
 
 from rlreward.engine.protocol import ScoringEngine
+from rlreward.errors import ReplicaUnhealthy
 from rlreward.schema import ErrorCode, ScoreResult
+from rlreward.serving.replica_sleep import SleepMixin
 
 log = logging.getLogger("rlreward")
 
@@ -106,7 +108,7 @@ def cut_batch(
     return batch, [p for p in live if id(p) not in taken]
 
 
-class RewardReplica:
+class RewardReplica(SleepMixin):
     """Serve deployment class (decorated below). See the module docstring for the contract."""
 
     def __init__(
@@ -115,15 +117,24 @@ class RewardReplica:
         preprocess_threads: int = 4,
         stuck_forward_s: float = 600.0,
         engine: ScoringEngine | None = None,
+        sleep: dict[str, Any] | None = None,
     ):
         """``engine`` (tests): a ready :class:`~rlreward.engine.protocol.ScoringEngine` to serve
-        instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``."""
+        instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``.
+        ``sleep``: :class:`rlreward.serving.config.SleepOptions` (the phase timer), None = no timer."""
         t0 = time.perf_counter()
+        self._init_sleep(sleep)
         if engine is None:
+            t_imports = time.perf_counter()
             from rlreward.engine.config import ScorerConfig
             from rlreward.engine.scorer import Scorer
 
+            t_load = time.perf_counter()
+            self._cold["imports_s"] = t_load - t_imports
             engine = Scorer.from_config(ScorerConfig.model_validate(scorer_config))
+            split = dict(getattr(engine, "load_split", None) or {})
+            self._cold["device_copy_s"] = split.get("device_copy_s", 0.0)
+            self._cold["weight_load_s"] = time.perf_counter() - t_load - self._cold["device_copy_s"]
         self.scorer = engine
         config = engine.config
         self._pool = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="rlreward-prepare")
@@ -147,8 +158,11 @@ class RewardReplica:
         self._probe = self.scorer.prepare(_probe_sample())
         if isinstance(self._probe, ScoreResult):
             raise RuntimeError(f"the warm-up sample could not be prepared: {self._probe.error}")
+        t_warm = time.perf_counter()
         self._check_device()
+        self._cold["warm_up_s"] = time.perf_counter() - t_warm
         self._init_metrics()
+        self._start_control()
         ctx = _replica_context()
         log.info(
             "rlreward replica %s ready in %.1fs: %s",
@@ -214,7 +228,11 @@ class RewardReplica:
         ``usage`` the vLLM-style routes report."""
         if not isinstance(samples, (list, tuple)):
             return [ScoreResult.failed(ErrorCode.INVALID_SAMPLE, "samples must be a list")], [0]
+        self._start_control()
+        if self._unhealthy is not None:
+            raise ReplicaUnhealthy(self._unhealthy)
         t0 = time.perf_counter()
+        self._touch()
         n = len(samples)
         self._backlog += n
         self._m_backlog.set(self._backlog)
@@ -298,6 +316,11 @@ class RewardReplica:
                 continue
             try:
                 results = await self._score_batch(batch)
+            except ReplicaUnhealthy as exc:  # the wake failed: the callers get 503 and retry elsewhere
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
             except Exception as exc:  # _score_batch isolates failures; never let the engine die
                 log.exception("replica engine failed on a batch of %d samples", len(batch))
                 results = [ScoreResult.failed(ErrorCode.INTERNAL, f"batch failed: {exc}")] * len(batch)
@@ -318,6 +341,8 @@ class RewardReplica:
         t0 = time.perf_counter()
         try:
             results = await asyncio.to_thread(self._forward, items)
+        except ReplicaUnhealthy:
+            raise
         except Exception as exc:  # score_prepared isolates samples; this is a last line of defence
             log.exception("replica batch of %d samples failed", len(items))
             results = [
@@ -346,11 +371,14 @@ class RewardReplica:
 
     def _forward(self, items: list[Any]) -> list[ScoreResult]:
         with self._device_lock:
-            self._forward_started = time.monotonic()
+            self._wake_locked()  # a request that reaches a sleeping replica wakes it
+            self._forward_started = started = time.monotonic()
             try:
-                return self.scorer.score_prepared(items)
+                results = self.scorer.score_prepared(items)
             finally:
                 self._forward_started = None
+            self._note_first_scoring(time.monotonic() - started)
+            return results
 
     def _account(self, results: list[ScoreResult]) -> None:
         errors = [r.error.code for r in results if r.error is not None]
@@ -368,13 +396,21 @@ class RewardReplica:
     # -- health, autoscaling, introspection ------------------------------------------------------------
     def _check_device(self) -> None:
         with self._device_lock:
+            if getattr(self.scorer, "sleep_level", 0):
+                return  # fell asleep since the caller looked: nothing on the device to probe
             (result,) = self.scorer.score_prepared([self._probe])
             _sync_device(self.scorer.device)
         if not result.ok:
             raise RuntimeError(f"the probe sample did not score: {result.error.code}: {result.error.message}")
 
     async def check_health(self) -> None:
-        """Raise if the replica cannot score (Serve replaces it after repeated failures)."""
+        """Raise if the replica cannot score (Serve replaces it after repeated failures): its wake from
+        sleep failed, or the device cannot score a probe. A sleeping replica is healthy (not probed)."""
+        self._start_control()
+        if self._unhealthy is not None:
+            raise RuntimeError(self._unhealthy)
+        if self._state != "awake":
+            return
         started = self._forward_started
         if started is not None:
             running = time.monotonic() - started
@@ -402,6 +438,7 @@ class RewardReplica:
             "batch_wait_timeout_s": self._batch_wait_s,
             "queued_samples": len(self._queue),
             "cpu_s": _process_cpu_s(),
+            **self._sleep_stats(),
         }
 
     def info(self) -> dict[str, Any]:
