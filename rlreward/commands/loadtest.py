@@ -18,14 +18,16 @@ the client gave up on), ``retries`` (client retry attempts), ``samples_per_s`` (
 the summed reward-stage time), ``latency_p50_s`` / ``latency_p99_s`` (per request, retries included),
 ``steps`` (one object per step: ``reward_stage_s`` = first sample sent → last score back,
 ``samples``, ``requests``, ``samples_per_s``, p50/p99, ``retries``, ``errors``, ``t_start``/``t_end``),
-``timeline`` (``[{"t", "replicas", "queue", "cpu_s"}]``: replicas answering, samples queued or being
-scored on them, their CPU seconds so far), ``replica_seconds`` and ``replica_cpu_s`` (over the run),
+``timeline`` (``[{"t", "replicas", "awake", "queue", "cpu_s"}]``: replicas answering, those not
+asleep, samples queued or being scored on them, their CPU seconds so far), ``replica_seconds``,
+``awake_replica_seconds`` and ``replica_cpu_s`` (over the run),
 ``server`` (the replicas' own counters of samples, errors and requests during the run), the plan, the
 command, and the machine load (``os.getloadavg``) at start and end.
 
-The timeline and ``server`` need the Ray cluster: in-cluster (``--app-name``) or with
-``--ray-address`` (and ``--serve-app`` naming the app when the target is ``--url``). Over plain HTTP
-from outside they are absent (null / []) and only the client's counts are reported.
+The timeline and ``server`` come from the replicas: through the Ray cluster in-cluster (``--app-name``)
+or with ``--ray-address`` (and ``--serve-app`` naming the app when the target is ``--url``); with
+``--url`` alone, from the server's ``GET /v1/stats``. A server without that route gives no timeline
+(null / [], said on stderr) and only the client's counts are reported.
 Every request is also written as a trace (``--record``, default OUT with ``.trace.jsonl``), so a run
 can be replayed with ``--shape trace``. Bad input prints one line and returns 2; a run with failed
 requests returns 1.
@@ -96,6 +98,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--record", default=None, metavar="FILE", help="trace of this run (default OUT.trace.jsonl)"
     )
     p.add_argument("--poll-s", type=float, default=0.5, help="Serve timeline interval, seconds")
+    p.add_argument(
+        "--hints",
+        type=float,
+        default=None,
+        metavar="LEAD_S",
+        help="act as a hinting trainer: expect(step samples) LEAD_S seconds before each step, step_done "
+        "after it (drives hinted autoscaling and replica.sleep); default: no hints",
+    )
+    p.add_argument(
+        "--hint-within-s", type=float, default=30.0, help="with --hints: the expect hints' within_s"
+    )
     p.add_argument("--timeout-s", type=float, default=600.0, help="client timeout of one request attempt")
     p.add_argument("--retry-budget-s", type=float, default=120.0, help="client retry budget per request")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -129,6 +142,10 @@ def build_plan(args: argparse.Namespace) -> Any:
     dataset = read_dataset(args.dataset) if args.dataset else None
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if getattr(args, "hints", None) is not None and args.hints < 0:
+        raise UsageError(f"--hints takes the lead in seconds (>= 0), not {args.hints}")
+    if getattr(args, "hint_within_s", 30.0) <= 0:
+        raise UsageError(f"--hint-within-s must be > 0, not {args.hint_within_s}")
     if args.shape == "grpo":
         return grpo_plan(
             steps=args.steps,
@@ -186,6 +203,12 @@ def run(args: argparse.Namespace) -> int:
         if not ray.is_initialized():
             ray.init(address=args.ray_address or "auto", log_to_driver=False)
         monitor = ServeMonitor(stats_app, interval_s=args.poll_s)
+    elif args.url:
+        extra = {"transport": args.transport} if getattr(args, "transport", None) is not None else {}
+        try:
+            monitor = ServeMonitor.over_http(args.url, args.api_key, interval_s=args.poll_s, **extra)
+        except Exception as exc:
+            print(f"loadtest: no Serve timeline ({exc})", file=sys.stderr)
     load_start = _loadavg()
     print(f"loadtest: {plan.description} → {args.url or args.app_name}", file=sys.stderr)
     before = monitor.counters() if monitor else None
@@ -194,7 +217,13 @@ def run(args: argparse.Namespace) -> int:
         client = AsyncRewardClient(**kwargs)
         try:
             return await run_plan(
-                plan, client, record_path=record, monitor=monitor, progress=not args.no_progress
+                plan,
+                client,
+                record_path=record,
+                monitor=monitor,
+                progress=not args.no_progress,
+                hint_lead_s=args.hints,
+                hint_within_s=args.hint_within_s,
             )
         finally:
             await client.aclose()
@@ -210,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         {
             "timeline": monitor.timeline if monitor else [],
             "replica_seconds": replica_seconds(monitor.timeline, wall) if monitor else None,
+            "awake_replica_seconds": replica_seconds(monitor.timeline, wall, "awake") if monitor else None,
             "replica_cpu_s": round(monitor.cpu_seconds(), 3) if monitor else None,
             "server": server,
             "plan": {"description": plan.description, **plan.params, "requests": plan.requests},

@@ -207,6 +207,31 @@ def test_phase_hints_drive_sleep_and_wake(phasey):
     assert row["wakes"] > wakes and row["sleep_level"] == 0
 
 
+def test_loadtest_over_http_reads_the_timeline_from_stats_and_its_hints_drive_sleep(phasey, tmp_path):
+    """A GRPO run with hints (expect 1 s ahead, step_done after each step) and a 5 s update: the
+    replica sleeps in the update (after_step_done_s 1) and every sample is still answered."""
+    import argparse
+    import json
+
+    from rlreward.commands import loadtest
+
+    p = argparse.ArgumentParser()
+    loadtest.add_arguments(p)
+    out = tmp_path / "grpo.json"
+    args = p.parse_args(
+        ["--url", phasey.url, "--shape", "grpo", "--steps", "3", "--prompts", "2", "--group", "2",
+         "--update-s", "5", "--hints", "1", "--json", str(out), "--no-progress", "--poll-s", "0.2"]
+    )  # fmt: skip
+    assert loadtest.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["failed_requests"] == 0 and report["answered"] == report["sent"] == 12
+    timeline = report["timeline"]
+    assert timeline and all("awake" in row for row in timeline)
+    assert min(row["awake"] for row in timeline) == 0  # asleep during an update
+    assert max(row["awake"] for row in timeline) == 1
+    assert report["awake_replica_seconds"] < report["replica_seconds"]
+
+
 def test_a_failed_wake_makes_serve_replace_the_replica(phasey, phasey_dir, tmp_path):
     (old,) = _stats(phasey)
     r = httpx.post(f"{phasey.url}/v1/sleep", json={"level": 2}, timeout=120)
