@@ -22,6 +22,8 @@ Contract (what callers and Serve see):
   longer than ``stuck_forward_s``; Serve then replaces the replica.
 * ``record_autoscaling_stats`` reports ``backlog_samples`` (samples accepted, not yet answered);
   :class:`SampleBacklogPolicy` scales on it.
+* Sleep and wake (``sleep(level)``, ``wake()``, the board loop, the phase timer, the cold-start split in
+  ``stats()``): :mod:`rlreward.serving.replica_sleep`.
 * ``stats()`` returns counters and the recent batch compositions (tests and operators read them);
   ``info()`` is what ``/v1/models`` shows.
 * Metrics (``ray.serve.metrics``, exported with deployment/replica/application tags):
