@@ -181,7 +181,8 @@ def main() -> None:
     from ray import serve
 
     from rlreward.offline.tune.measure import calibrate
-    from rlreward.offline.tune.simulator import ReplicaModel, simulate
+    from rlreward.offline.tune.policy import ReplicaModel
+    from rlreward.offline.tune.simulator import simulate
     from rlreward.offline.tune.sweep import serving_from_app_config
     from rlreward.offline.tune.workload import grpo_workload
     from rlreward.serving.app import build_app
@@ -220,13 +221,13 @@ def main() -> None:
     step_samples = args.prompts * args.group
     from dataclasses import replace
 
-    from rlreward.offline.tune.workload import Workload
+    from rlreward.offline.tune.workload import Traffic
 
     described = grpo_workload(
         steps=args.steps, prompts=args.prompts, group=args.group, update_s=args.update_s, rollout_s=0.0
     )
     # as driven: step 0 LEAD_S after the warm-up (t=0), hints sent as each step starts (no lead)
-    workload = Workload(
+    workload = Traffic(
         steps=(replace(described.steps[0], gap_s=LEAD_S),) + described.steps[1:],
         closed_loop=True,
         description=described.description + f", first step {LEAD_S:g} s after t=0",

@@ -1,29 +1,15 @@
 """``rlreward eval``: a reward model on a benchmark file, scored as the benchmark's own code scores it,
-in-process or via a server (rules: :mod:`rlreward.offline.evaluation`)."""
+in-process or via a server. Parses the arguments and calls :func:`rlreward.offline.eval.run_eval`
+(rules: :mod:`rlreward.offline.eval`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
-from typing import Any
 
 from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
-from rlreward.offline.benchmarks import default_tie_tolerance
-from rlreward.offline.evaluation import (
-    FORMATS,
-    EvalError,
-    RemoteBackend,
-    ScoreCache,
-    backend_info,
-    build_report,
-    load_items,
-    markdown_table,
-    outcomes_of,
-    score_items,
-    write_reports,
-)
+from rlreward.offline.eval import FORMATS, EvalError, EvalJob, markdown_table, run_eval
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,66 +68,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    try:
-        items, fmt, base = load_items(args.dataset, args.format, split=args.split, limit=args.limit)
-    except EvalError as exc:
-        raise CliError(str(exc)) from exc
-    default_roots = [str(base)] if base is not None else []
-    if args.model:
-        from rlreward.engine.scorer import Scorer
-
-        config = scorer_config_from_args(args, default_roots)
-        requested = config.model_dump(mode="json")
-        backend: Any = Scorer.from_config(config)
-        model = args.model
-    else:
-        from rlreward.engine.config import MediaPolicy
-
-        roots = list(args.image_root) or default_roots
-        requested = {"url": args.url, "image_roots": roots}
-        try:
-            backend = RemoteBackend(args.url, args.api_key, MediaPolicy(image_roots=roots))
-        except EvalError as exc:
-            raise CliError(str(exc)) from exc
-        model = args.url
-    sidecar = ScoreCache.sidecar_path(args.output)
-    try:
-        cache = ScoreCache.open(
-            sidecar, {"dataset": args.dataset, "format": fmt, "model": model}, resume=args.resume
-        )
-    except EvalError as exc:
-        raise CliError(str(exc)) from exc
-    t0 = time.perf_counter()
-    unit = "group" if fmt == "best-of-k" else "pair"
-    try:
-        with tqdm(total=len(items), desc=f"eval {fmt}", unit=unit, file=sys.stderr, disable=None) as bar:
-            results = score_items(
-                items, backend, chunk_pairs=args.chunk_pairs, cache=cache, progress=bar.update
-            )
-        preprocessing = backend_info(backend, requested)
-    except EvalError as exc:
-        raise CliError(f"{exc} (scores so far are kept in {sidecar}; rerun with --resume)") from exc
-    finally:
-        cache.close()
-        if isinstance(backend, RemoteBackend):
-            backend.close()
-    seconds = time.perf_counter() - t0
-    tie_tolerance = default_tie_tolerance(fmt) if args.tie_tolerance is None else args.tie_tolerance
-    report = build_report(
-        outcomes_of(items, results, tie_tolerance),
+    job = EvalJob(
         dataset=args.dataset,
-        fmt=fmt,
-        model=model,
+        scorer=scorer_config_from_args(args) if args.model else None,
+        url=args.url,
+        api_key=args.api_key,
+        image_roots=list(args.image_root),
+        fmt=args.format,
+        split=args.split,
+        limit=args.limit,
+        output=args.output,
+        resume=args.resume,
         bootstrap=args.bootstrap,
         seed=args.seed,
-        seconds=seconds,
-        preprocessing=preprocessing,
-        limit=args.limit,
-        resumed=cache.reused,
+        chunk_pairs=args.chunk_pairs,
+        tie_tolerance=args.tie_tolerance,
     )
-    json_path, md, png = write_reports(report, args.output)
-    print(markdown_table(report))
-    print(f"wrote {json_path}, {md}, {png} (scores: {sidecar})", file=sys.stderr)
+    try:
+        done = run_eval(job)
+    except EvalError as exc:
+        raise CliError(str(exc)) from exc
+    print(markdown_table(done.report))
+    print(
+        f"wrote {done.json_path}, {done.markdown_path}, {done.png_path} (scores: {done.sidecar})",
+        file=sys.stderr,
+    )
     return 0

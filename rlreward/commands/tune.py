@@ -19,38 +19,27 @@ Without ``--evaluate`` the JSON has ``pareto`` (a list of ``{"config", "reward_s
 "replica_seconds"}``), ``recommended``, ``recommended_without_hints`` and every simulated ``points``;
 with it, ``predicted: {"reward_stage_s", "replica_seconds", ...}``. Reward-stage time is the mean per
 step of first request sent → last score back (seconds); replica-seconds is the whole run's.
-The model and its simplifications: :mod:`rlreward.offline.tune.simulator`.
-Bad input prints one line (``rlreward tune: error: ...``) and returns 2.
+The model and its simplifications: :mod:`rlreward.offline.tune.policy` and
+:mod:`rlreward.offline.tune.simulator`.
+Bad input prints one line (``rlreward tune: error: ...``) and returns 2. The command parses the
+arguments; :mod:`rlreward.offline.tune.runner` does the run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
-from rlreward.offline.tune.simulator import HintPolicy, ReplicaModel, ServeTiming, simulate
-from rlreward.offline.tune.sweep import (
-    Grid,
-    base_app_config,
-    format_table,
-    grid_specs,
-    pareto_front,
-    plot_front,
-    point_from_result,
-    recommend,
-    recommendation_yaml,
-    run_sweep,
-    serving_from_app_config,
-    spec_config,
-    spec_label,
-    validate_app_config,
+from rlreward.offline.tune.policy import HintPolicy, ServeTiming
+from rlreward.offline.tune.runner import (
+    EvaluateJob,
+    ReplicaSource,
+    SweepJob,
+    run_evaluate_job,
+    run_sweep_job,
 )
-from rlreward.offline.tune.workload import Workload, grpo_workload, read_trace, trace_workload
+from rlreward.offline.tune.sweep import Grid
+from rlreward.offline.tune.workload import Traffic, grpo_workload, read_trace, trace_workload
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -214,7 +203,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=0, help="seed of the power-of-two router")
 
 
-def _workload(args: argparse.Namespace) -> Workload:
+def _traffic(args: argparse.Namespace) -> Traffic:
     if args.trace:
         closed = {"auto": None, "open": False, "closed": True}[args.replay]
         return trace_workload(
@@ -239,10 +228,6 @@ def _workload(args: argparse.Namespace) -> Workload:
     )
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
@@ -251,65 +236,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _replica_numbers(args: argparse.Namespace) -> tuple[float, float, dict[str, Any] | None]:
-    """samples/s and cold start: given, else measured (--measure) or read (--bench-json)."""
-    rate, cold, cal = args.replica_samples_per_s, args.cold_start_s, None
-    if args.measure and (rate is None or cold is None):
-        from rlreward.offline.tune.measure import calibrate
-        from rlreward.serving.config import load_app_config
-
-        cfg = load_app_config(args.measure)
-        import ray
-        from ray import serve
-
-        # no --ray-address: a fresh local cluster, never whichever one this machine runs already
-        ray.init(address=args.ray_address or "local", log_to_driver=False)
-        try:
-            http_base = args.measure_http
-            if args.ray_address is None:
-                import socket
-
-                with socket.socket() as sock:  # a free port: 8000 may be another server's
-                    sock.bind(("127.0.0.1", 0))
-                    port = sock.getsockname()[1]
-                serve.start(http_options={"host": "127.0.0.1", "port": port})
-                http_base = http_base or f"http://127.0.0.1:{port}"
-            found = calibrate(
-                cfg,
-                prompts=args.measure_prompts or args.prompts or 8,
-                group=args.measure_group or args.group or 8,
-                bursts=args.measure_bursts,
-                cold_start=cold is None,
-                http_base=http_base,
-            )
-        finally:
-            if args.ray_address is None:
-                serve.shutdown()
-            ray.shutdown()
-        cal = found.to_json()
-        rate = rate if rate is not None else found.samples_per_s
-        cold = cold if cold is not None else found.cold_start_s
-    elif args.bench_json and rate is None:
-        from rlreward.offline.tune.measure import from_bench_json
-
-        found = from_bench_json(args.bench_json, args.bench_system)
-        cal, rate = found.to_json(), found.samples_per_s
-    if rate is None or cold is None:
-        raise ValueError(
-            "the replica model needs --replica-samples-per-s and --cold-start-s "
-            "(or --measure CONFIG.yaml; --bench-json gives samples/s only)"
-        )
-    return rate, cold, cal
-
-
 def _run(args: argparse.Namespace) -> int:
-    workload = _workload(args)
-    rate, cold, calibration = _replica_numbers(args)
-    replica = ReplicaModel(samples_per_s=rate, cold_start_s=cold)
-    if calibration is not None:
-        print(
-            f"rlreward tune: replica {rate:.3g} samples/s, cold start {cold:.3g} s ({calibration['source']})"
-        )
+    traffic = _traffic(args)
+    replica = ReplicaSource(
+        samples_per_s=args.replica_samples_per_s,
+        cold_start_s=args.cold_start_s,
+        measure_config=args.measure,
+        ray_address=args.ray_address,
+        measure_http=args.measure_http,
+        measure_bursts=args.measure_bursts,
+        measure_prompts=args.measure_prompts or args.prompts or 8,
+        measure_group=args.measure_group or args.group or 8,
+        bench_json=args.bench_json,
+        bench_system=args.bench_system,
+    )
     timing = ServeTiming(
         metrics_interval_s=args.metrics_interval_s,
         aggregation=args.aggregation,
@@ -317,23 +257,44 @@ def _run(args: argparse.Namespace) -> int:
         router=args.router,
         seed=args.seed,
     )
-    common = {
-        "workload": workload.summary(),
-        "replica": asdict(replica),
-        "timing": asdict(timing),
-        "calibration": calibration,
-    }
     if args.evaluate:
-        return _evaluate(args, workload, replica, timing, common)
+        hint = None
+        if args.hint_within_s is not None:
+            hint = HintPolicy(
+                within_s=args.hint_within_s,
+                latency_s=args.hint_latency_s,
+                hold_s=args.hint_hold_s,
+                release_to=args.hint_release,
+            )
+        run_evaluate_job(
+            EvaluateJob(traffic, replica, timing, args.evaluate, args.json, hint, args.hint_latency_s)
+        )
+        return 0
+    run_sweep_job(
+        SweepJob(
+            traffic,
+            replica,
+            timing,
+            _grid(args),
+            args.json,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            slack=args.slack,
+            max_ongoing_requests=args.max_ongoing_requests,
+            base_config=args.base_config,
+            out_yaml=args.out_yaml,
+            plot=args.plot,
+        )
+    )
+    return 0
 
-    base = base_app_config(args.base_config)
-    cfg = validate_app_config(base, args.base_config or "the packaged default config")
-    max_ongoing = args.max_ongoing_requests or cfg.replica.max_ongoing_requests
+
+def _grid(args: argparse.Namespace) -> Grid:
     policies = tuple(x.strip() for x in args.policies.split(",") if x.strip())
     releases = tuple(x.strip() for x in args.hint_releases.split(",") if x.strip())
     if not releases or not set(releases) <= {"min", "base"}:
         raise ValueError(f"--hint-releases takes min and/or base (got {args.hint_releases!r})")
-    grid = Grid(
+    return Grid(
         target_ongoing_requests=args.targets,
         target_backlog_samples=args.backlog_targets,
         upscale_delay_s=args.upscale_delays,
@@ -347,111 +308,3 @@ def _run(args: argparse.Namespace) -> int:
         hint_release=releases,
         fixed_pools=not args.no_fixed,
     )
-    specs = grid_specs(
-        grid,
-        min_bound=args.min_replicas,
-        max_bound=args.max_replicas,
-        replica=replica,
-        step_samples=workload.mean_step_samples,
-        max_ongoing_requests=max_ongoing,
-    )
-    print(f"rlreward tune: {workload.description}")
-    print(
-        f"  replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s; "
-        f"replicas {args.min_replicas}..{args.max_replicas}; {len(specs)} configurations"
-    )
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    with tqdm(total=len(specs), disable=not sys.stderr.isatty(), unit="cfg", file=sys.stderr) as bar:
-        points = run_sweep(workload, specs, replica, timing, progress=bar.update)
-    elapsed = time.perf_counter() - t0
-    front = pareto_front(points)
-    rec = recommend(points, args.slack)
-    plain = [p for p in points if p.spec.hint is None]
-    rec_plain = recommend(plain, args.slack) if plain else None
-    print(
-        f"  simulated in {elapsed:.1f} s. Pareto front (* = recommended, within {args.slack:.0%} of the best):"
-    )
-    print("  " + format_table(front, rec).replace("\n", "\n  "))
-    if rec_plain is not None and rec_plain is not rec:
-        print(
-            f"  without hints: {spec_label(rec_plain.spec)}: {rec_plain.reward_stage_s:.2f} s/step, "
-            f"{rec_plain.replica_seconds:.0f} replica-s"
-        )
-
-    out: dict[str, Any] = {
-        **common,
-        "bounds": {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas},
-        "slack": args.slack,
-        "simulated": len(points),
-        "pareto": [p.to_json() for p in front],
-        "recommended": {**rec.to_json(), "label": spec_label(rec.spec)},
-        "recommended_without_hints": (
-            {**rec_plain.to_json(), "label": spec_label(rec_plain.spec)} if rec_plain is not None else None
-        ),
-        "points": [p.to_json() for p in points],
-    }
-    if args.out_yaml:
-        header = [
-            "rlreward AppConfig recommended by `rlreward tune` (simulated, not measured).",
-            workload.description,
-            f"replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s",
-            f"predicted: {rec.reward_stage_s:.2f} s reward stage per step, {rec.replica_seconds:.0f} replica-seconds",
-        ]
-        Path(args.out_yaml).write_text(
-            recommendation_yaml(rec.spec, base, header, replica.samples_per_s), encoding="utf-8"
-        )
-        out["out_yaml"] = args.out_yaml
-        print(f"  wrote {args.out_yaml}")
-    if args.plot:
-        plot_front(points, front, rec, args.plot, title=workload.description)
-        out["plot"] = args.plot
-        print(f"  wrote {args.plot}")
-    _write_json(args.json, out)
-    print(f"  wrote {args.json}")
-    return 0
-
-
-def _evaluate(
-    args: argparse.Namespace,
-    workload: Workload,
-    replica: ReplicaModel,
-    timing: ServeTiming,
-    common: dict[str, Any],
-) -> int:
-    data = base_app_config(args.evaluate)
-    hint = None
-    if args.hint_within_s is not None:
-        hint = HintPolicy(
-            within_s=args.hint_within_s,
-            latency_s=args.hint_latency_s,
-            hold_s=args.hint_hold_s,
-            release_to=args.hint_release,
-        )
-    spec = serving_from_app_config(data, hint, hint_latency_s=args.hint_latency_s)
-    result = simulate(workload, spec, replica, timing)
-    point = point_from_result(spec, result)
-    out = {
-        **common,
-        "config_file": args.evaluate,
-        "config": spec_config(spec),
-        "predicted": {
-            "reward_stage_s": point.reward_stage_s,
-            "replica_seconds": point.replica_seconds,
-            "horizon_s": result.horizon_s,
-            "max_target_replicas": result.max_target,
-            "steps": [
-                {"step": s.index, "samples": s.samples, "first_sent_s": s.first_sent_s, "stage_s": s.stage_s}
-                for s in result.steps
-            ],
-        },
-    }
-    _write_json(args.json, out)
-    print(f"rlreward tune: {workload.description}")
-    print(
-        f"  {args.evaluate} ({spec_label(spec)}): {point.reward_stage_s:.2f} s reward stage per step, "
-        f"{point.replica_seconds:.0f} replica-seconds over {result.horizon_s:.0f} s"
-    )
-    print(f"  wrote {args.json}")
-    return 0

@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlreward.offline.synthetic import WORDS
+
 #: The Qwen2.5-VL chat template (as shipped with Qwen2.5-VL-7B-Instruct and Skywork-VL-Reward-7B).
 QWEN25_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
@@ -55,21 +57,12 @@ SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 
-_WORDS = (
-    "the a an is are was be of to in on for with what which who how many colour color shape picture "
-    "image video frame answer question choose option yes no red green blue yellow black white purple "
-    "orange circle square triangle star left right top bottom highest lowest value number one two three "
-    "four five six seven eight nine ten because therefore so the correct final hint please provide "
-    "letter end choices system user assistant you helpful describe there this that it has have not "
-    "and or but if then count object objects cat dog car tree sky sun water house person people"
-).split()
-
 
 def _corpus(seed: int, n_lines: int = 3000) -> list[str]:
     rng = random.Random(seed)
     lines = []
     for _ in range(n_lines):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 14))]
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 14))]
         line = " ".join(words)
         if rng.random() < 0.3:
             line = line.capitalize() + rng.choice([".", "?", "!", ":", ","])

@@ -29,7 +29,6 @@ Deterministic for a given ``seed`` on a given machine (same thread count).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import random
@@ -39,7 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlreward.offline.evaluation import Pair, outcome_of
+from rlreward.offline.eval import Pair, outcome_of
+from rlreward.offline.synthetic import png_bytes
 
 if TYPE_CHECKING:  # torch stays out of module import
     import torch
@@ -92,12 +92,6 @@ def draw_shape(shape: str, colour: str, rng: random.Random, size: int = 56):
     return img
 
 
-def _png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 #: The three questions of the generated set: category → (prompt, answer template).
 QUESTIONS: dict[str, tuple[str, str]] = {
     "colour": ("What colour is the shape in the picture?", "The shape is {colour}."),
@@ -140,7 +134,7 @@ def shapes_pairs(n: int, seed: int, *, image_size: int = 56, as_png: bool = Fals
                 id=f"shapes-{seed}-{i}",
                 category=cat,
                 prompt=prompt,
-                images=[_png(img) if as_png else img],
+                images=[png_bytes(img) if as_png else img],
                 chosen=template.format(colour=colour, shape=shape),
                 rejected=rejected,
             )
@@ -193,7 +187,7 @@ class TrainResult:
 def pairwise_accuracy(scorer: Any, pairs: Sequence[Pair]) -> float:
     """Fraction of ``pairs`` whose chosen answer ``scorer`` ranks above the rejected one, by the rules
     of ``rlreward eval`` (ties and errors are wrong)."""
-    from rlreward.offline.evaluation import score_pairs
+    from rlreward.offline.eval import score_pairs
 
     outcomes = score_pairs(pairs, scorer)
     return sum(o.correct for o in outcomes) / max(1, len(outcomes))

@@ -101,7 +101,7 @@ def test_score_header_and_eval_record_carry_the_effective_settings(tiny_model_di
     assert "deviations from the checkpoint/recipe: max_pixels=200704" in err
 
     from rlreward.engine.scorer import Scorer
-    from rlreward.offline.evaluation import backend_info
+    from rlreward.offline.eval import backend_info
 
     rec = backend_info(Scorer.from_pretrained(tiny_model_dir, dtype="float32", device="cpu"))
     assert rec["reported_by"] == "scorer" and rec["max_batch_tokens"] == CPU_MAX_BATCH_TOKENS

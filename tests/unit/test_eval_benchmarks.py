@@ -1,4 +1,4 @@
-"""Per-benchmark loaders and official metrics (``rlreward.offline.benchmarks``), on given scores.
+"""Per-benchmark loaders and official metrics (``rlreward.offline.eval``), on given scores.
 
 Every fixture is written here in the benchmark's own schema (not copied from the data), and every
 expected number is computed by hand in the test from the scores the test chose, following the rule
@@ -11,25 +11,19 @@ import random
 
 import pytest
 
-from rlreward.offline.benchmarks import (
-    PAPER,
+from rlreward.offline.eval import PAPER, Group, Pair, detect_format, records_to_items
+from rlreward.offline.eval.best_of_k import ranked_pairs_accuracy
+from rlreward.offline.eval.items import vl_rewardbench_key
+from rlreward.offline.eval.mm_rewardbench import mm_rewardbench_credit
+from rlreward.offline.eval.mm_rlhf_rewardbench import mm_rlhf_category, mm_rlhf_scores
+from rlreward.offline.eval.outcomes import best_of_k_correct, verdict
+from rlreward.offline.eval.rewardbench import (
     REWARDBENCH_EXAMPLE_COUNTS,
     REWARDBENCH_SECTIONS,
-    Group,
-    Pair,
-    best_of_k_correct,
-    detect_format,
-    mm_rewardbench_credit,
-    mm_rlhf_category,
-    mm_rlhf_scores,
-    ranked_pairs_accuracy,
-    records_to_items,
     rewardbench_scores,
     rewardbench_sections,
-    verdict,
-    vl_rewardbench_key,
-    vl_rewardbench_official,
 )
+from rlreward.offline.eval.vl_rewardbench import vl_rewardbench_official
 
 
 # -- RewardBench ---------------------------------------------------------------------------------------
@@ -375,7 +369,7 @@ def _eval(tmp_path, dataset, fmt, model, *extra):
     import json
 
     from rlreward.commands.main import main
-    from rlreward.offline.evaluation import EvalReport
+    from rlreward.offline.eval import EvalReport
 
     out = tmp_path / f"{fmt}-report.json"
     argv = ["eval", "--dataset", str(dataset), "--format", fmt, "--model", model, "-o", str(out)]
@@ -666,7 +660,7 @@ def test_rewardbench_folder_reads_the_filtered_split_by_default(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rlreward.offline.evaluation import load_items
+    from rlreward.offline.eval import load_items
 
     (tmp_path / "data").mkdir()
     filtered = [_rb(k, "hep-go") for k in range(3)]
@@ -682,7 +676,7 @@ def test_video_pairs_through_a_server_score_like_in_process(tmp_path, scorer):
     """--url: the frames of a video pair are read here and sent inline in the messages form."""
     from rlreward.engine.config import MediaPolicy
     from rlreward.engine.scorer import Scorer
-    from rlreward.offline.evaluation import RemoteBackend, load_items, score_items
+    from rlreward.offline.eval import RemoteBackend, load_items, score_items
     from tests.conftest import noise_png
     from tests.unit.test_eval_cli import _ScoreServer
 
@@ -712,3 +706,43 @@ def test_video_pairs_through_a_server_score_like_in_process(tmp_path, scorer):
     for lr, rr in zip(local, remote):
         assert all(a.ok and b.ok for a, b in zip(lr, rr)), (lr, rr)
         assert [a.score for a in lr] == pytest.approx([b.score for b in rr], abs=1e-5)
+
+
+def test_a_new_benchmark_is_one_benchmark_subclass_and_one_registry_entry(monkeypatch):
+    # The seam: a format defined here (schema, loader, category, headline), registered, is detected,
+    # loaded, reported and rendered by the shared code with no other change.
+    from rlreward.offline.eval import build_report, markdown_table, outcome_of, registry
+    from rlreward.offline.eval.benchmark import Benchmark, Draft
+    from rlreward.schema import ScoreResult
+
+    class Duel(Benchmark):
+        name = "duel"
+        headline_metric = "wins"
+        detect_priority = 5
+
+        def detect(self, keys):
+            return {"winner", "loser"} <= keys
+
+        def load(self, i, record, base):
+            return Pair(str(i), record["arena"], "q", [], record["winner"], record["loser"])
+
+        def finish(self, draft: Draft) -> None:
+            draft.headline.rule = "wins = duels the winner won"
+
+    monkeypatch.setitem(registry.BENCHMARKS, "duel", Duel())
+    records = [{"winner": "w", "loser": "l", "arena": a} for a in ("x", "x", "y")]
+    fmt = detect_format(records[0])
+    items = records_to_items(records, fmt)
+    scores = [(2.0, 1.0), (0.0, 1.0), (3.0, 1.0)]  # right, wrong, right
+    outcomes = [
+        outcome_of(p, ScoreResult(score=c), ScoreResult(score=r), 0.0) for p, (c, r) in zip(items, scores)
+    ]
+    report = build_report(outcomes, dataset="d", fmt=fmt, model="m", bootstrap=0)
+    assert (report.headline.metric, report.headline.value, report.headline.rule) == (
+        "wins",
+        pytest.approx(200 / 3),
+        "wins = duels the winner won",
+    )
+    assert {c.name: c.correct for c in report.categories} == {"x": 1, "y": 1}
+    assert report.macro.value == pytest.approx(75.0)  # (1/2 + 1/1) / 2
+    assert "**Headline — wins: 66.7%**" in markdown_table(report)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rlreward.commands.main import main
-from rlreward.offline.evaluation import EvalError, EvalReport, RemoteBackend, load_pairs, score_pairs
+from rlreward.offline.eval import EvalError, EvalReport, RemoteBackend, load_items, score_pairs
 from rlreward.schema import ScoreResult
 from tests.conftest import noise_png
 from tests.unit.test_eval_metrics import _vl_fixture, rooted
@@ -88,7 +88,7 @@ def test_eval_cli_in_process_writes_json_markdown_and_png(tmp_path, tiny_model_d
     report = EvalReport.model_validate_json(out.read_text())
     assert report.format == "vl-rewardbench" and report.pairs == 9 and report.bootstrap == 200
     # The command's scores are the library's (the dataset folder is the default image root).
-    pairs, _, base = load_pairs(str(path))
+    pairs, _, base = load_items(str(path))
     expected = score_pairs(pairs, rooted(scorer, base), chunk_pairs=4)
     assert _scores(report) == [(o.id, o.chosen_score, o.rejected_score, o.correct) for o in expected]
     md = out.with_suffix(".md").read_text()
@@ -113,7 +113,7 @@ def test_eval_cli_through_a_server_matches_in_process_and_reads_images_locally(t
             == 0
         )
     remote = EvalReport.model_validate_json(out.read_text())
-    pairs, _, base = load_pairs(str(path))
+    pairs, _, base = load_items(str(path))
     local = score_pairs(pairs, rooted(scorer, base))
     assert [p.id for p in remote.pair_scores] == [o.id for o in local]
     for p, o in zip(remote.pair_scores, local):  # JSON round trip of fp32 scores: equal to ~1e-7

@@ -14,14 +14,9 @@ import json
 
 import pytest
 
-from rlreward.offline.evaluation import (
-    EvalError,
-    build_report,
-    load_pairs,
-    mm_rewardbench_category,
-    score_pairs,
-    vl_rewardbench_category,
-)
+from rlreward.offline.eval import EvalError, build_report, load_items, score_pairs
+from rlreward.offline.eval.mm_rewardbench import mm_rewardbench_category
+from rlreward.offline.eval.vl_rewardbench import vl_rewardbench_category
 from rlreward.schema import ScoreResult
 from tests.conftest import noise_png, png_bytes
 
@@ -128,7 +123,7 @@ def _vl_fixture(tmp_path):
 
 def test_vl_rewardbench_overall_macro_and_categories_match_hand_computed_values(tmp_path, scorer):
     path, expected = _vl_fixture(tmp_path)
-    pairs, fmt, base = load_pairs(str(path))
+    pairs, fmt, base = load_items(str(path))
     assert fmt == "vl-rewardbench" and base == tmp_path.resolve()
     # Relative image paths are read under the dataset folder (the default root of `rlreward score`).
     scorer = rooted(scorer, base)
@@ -167,7 +162,7 @@ def test_vl_rewardbench_with_the_real_tiny_scorer_matches_per_answer_scores(tmp_
     """The pair's outcome is computed from each answer scored on its own (batch size 1)."""
     path, _ = _vl_fixture(tmp_path)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    pairs, fmt, base = load_pairs(str(path))
+    pairs, fmt, base = load_items(str(path))
     scorer = rooted(scorer, base)
     outcomes = score_pairs(pairs, scorer, chunk_pairs=3)
     expected_flags = []
@@ -207,7 +202,7 @@ def test_mm_rewardbench_json_with_real_scores(tmp_path, scorer):
         )
     path = tmp_path / "all_data.json"
     path.write_text(json.dumps(recs))
-    pairs, fmt, base = load_pairs(str(path))
+    pairs, fmt, base = load_items(str(path))
     assert fmt == "mm-rewardbench"
     scorer = rooted(scorer, base)
     outcomes = score_pairs(pairs, scorer)
@@ -290,7 +285,7 @@ def test_ties_errors_and_missing_images_are_counted_as_documented(tmp_path, scor
     ]
     path = data / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    pairs, fmt, base = load_pairs(str(path), "pairs")
+    pairs, fmt, base = load_items(str(path), "pairs")
     scorer = rooted(scorer, base)
     outcomes = score_pairs(pairs, CountScorer(scorer))
     report = build_report(outcomes, dataset=str(path), fmt=fmt, model="count", bootstrap=100)
@@ -325,17 +320,35 @@ def test_parquet_with_hf_style_image_dicts_scores_like_the_jsonl_with_paths(tmp_
         r["image"] = {"bytes": img, "path": "whatever.png"}
         table_rows.append(r)
     pq.write_table(pa.Table.from_pylist(table_rows), tmp_path / "test-00000-of-00001.parquet")
-    from_parquet, fmt, _ = load_pairs(str(tmp_path), split="test")  # a folder: the parquet file wins
+    from_parquet, fmt, _ = load_items(str(tmp_path), split="test")  # a folder: the parquet file wins
     assert fmt == "vl-rewardbench" and len(from_parquet) == len(rows)
-    from_jsonl, _, base = load_pairs(str(path))
+    from_jsonl, _, base = load_items(str(path))
     a = score_pairs(from_jsonl, rooted(scorer, base))
     b = score_pairs(from_parquet, scorer)  # bytes need no image root
     assert [(o.chosen_score, o.rejected_score) for o in a] == [(o.chosen_score, o.rejected_score) for o in b]
     assert not any(o.errored for o in b)
 
 
+def test_a_folder_under_a_dot_directory_is_read_and_hidden_names_below_it_are_skipped(tmp_path):
+    # Issue 24: the README's own layout (.cache/eval-shapes/hf) was refused as holding no data file.
+    folder = tmp_path / ".cache" / "eval-shapes" / "hf"
+    (folder / ".partial").mkdir(parents=True)
+    row = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    (folder / "test.jsonl").write_text(json.dumps({**row, "id": "kept"}) + "\n")
+    (folder / ".partial" / "test.jsonl").write_text(json.dumps({**row, "id": "hidden"}) + "\n")
+    (folder / ".stale.jsonl").write_text(json.dumps({**row, "id": "stale"}) + "\n")
+    items, fmt, base = load_items(str(folder))
+    assert (fmt, [i.id for i in items], base) == ("pairs", ["kept"], folder.resolve())
+    assert [i.id for i in load_items(str(folder / ".partial"))[0]] == ["hidden"]  # the folder given
+    only_hidden = tmp_path / "only-hidden"
+    (only_hidden / ".git").mkdir(parents=True)
+    (only_hidden / ".git" / "test.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(EvalError, match="holds no .parquet, .jsonl or .json file"):
+        load_items(str(only_hidden))
+
+
 def test_differences_within_the_tie_tolerance_are_ties():
-    from rlreward.offline.evaluation import PairOutcome
+    from rlreward.offline.eval import PairOutcome
 
     near = PairOutcome("a", "c", -1.4716665, -1.4716667)  # the same answer, two rows of a batch
     assert near.tie and not near.correct
@@ -346,7 +359,7 @@ def test_differences_within_the_tie_tolerance_are_ties():
 
 
 def test_bootstrap_intervals_bracket_the_estimate_and_are_seeded(tmp_path):
-    from rlreward.offline.evaluation import PairOutcome
+    from rlreward.offline.eval import PairOutcome
 
     outcomes = [PairOutcome(f"{i}", "a" if i % 3 else "b", float(i % 4 != 0), 0.5) for i in range(60)]
     r1 = build_report(outcomes, dataset="d", fmt="pairs", model="m", bootstrap=500, seed=1)
@@ -365,14 +378,14 @@ def test_format_detection_and_hub_errors_say_what_to_do(tmp_path, monkeypatch):
     path = tmp_path / "odd.jsonl"
     path.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     with pytest.raises(EvalError, match="--format"):
-        load_pairs(str(path))
+        load_items(str(path))
     with pytest.raises(EvalError, match="check --format"):
-        load_pairs(str(path), "pairs")
+        load_items(str(path), "pairs")
     monkeypatch.setitem(__import__("sys").modules, "datasets", None)
     with pytest.raises(EvalError, match="pip install datasets"):
-        load_pairs("MMInstruction/VL-RewardBench")
+        load_items("MMInstruction/VL-RewardBench")
     with pytest.raises(EvalError, match="does not exist"):
-        load_pairs(str(tmp_path / "absent.jsonl"))
+        load_items(str(tmp_path / "absent.jsonl"))
 
 
 def test_example_dataset_holds_the_same_pairs_in_every_format(tmp_path):
@@ -385,7 +398,7 @@ def test_example_dataset_holds_the_same_pairs_in_every_format(tmp_path):
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     files = builder.build(tmp_path, 12, seed=5)
-    loaded = {name: load_pairs(str(path)) for name, path in files.items()}
+    loaded = {name: load_items(str(path)) for name, path in files.items()}
     assert {name: fmt for name, (_, fmt, _) in loaded.items()} == {
         "pairs": "pairs",
         "vl-rewardbench": "vl-rewardbench",

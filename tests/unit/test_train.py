@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from rlreward.offline.evaluation import score_pairs
+from rlreward.offline.eval import score_pairs
 from rlreward.offline.train import (
     COLOURS,
     HELDOUT_SEED_OFFSET,

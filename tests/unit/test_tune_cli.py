@@ -75,7 +75,10 @@ def test_sweep_writes_pareto_json_a_valid_app_config_and_a_plot(tmp_path, capsys
     best = min(p["reward_stage_s"] for p in data["points"])
     assert data["recommended"]["reward_stage_s"] <= best * 1.1 + 1e-9
 
-    cfg = _app_config().model_validate(yaml.safe_load(rec.read_text()))
+    from rlreward.serving.config import load_app_config
+
+    # as `rlreward serve --config rec.yaml --model M` reads it (no base config: the model is M's)
+    cfg = load_app_config({"config": str(rec), "model": "/models/m"})
     chosen = data["recommended"]["config"]
     if chosen["autoscaling"] is None:
         assert cfg.replica.autoscaling is None and cfg.replica.num_replicas == chosen["num_replicas"]
@@ -102,7 +105,7 @@ def test_the_recommended_yaml_evaluates_to_the_recommended_point(tmp_path):
     }
     from rlreward.serving.config import load_app_config
 
-    served = load_app_config(str(rec)).replica.autoscaling.to_serve()["policy"]
+    served = load_app_config({"config": str(rec), "model": "/m"}).replica.autoscaling.to_serve()["policy"]
     assert served["policy_function"] == "rlreward.serving.autoscaling:HintedPolicy"
     assert _run(GRPO + ["--evaluate", str(rec), "--json", str(pred)]) == 0
     got = json.loads(pred.read_text())
@@ -205,3 +208,76 @@ def test_bench_json_gives_the_replica_throughput(tmp_path):
     assert got["predicted"]["reward_stage_s"] == pytest.approx(2.0)  # as test_evaluate_predicts_one_config
     assert _run(args + ["--bench-json", str(bench), "--bench-system", "nope"]) == 2
     assert _run(args) == 2  # no throughput at all
+
+
+# -- one config path: what `rlreward serve --config FILE --model M` takes, tune takes -------------------
+PARTIAL_GPU = {  # no scorer section: the model comes from serve's --model
+    "replica": {
+        "ray_actor_options": {"num_cpus": 4, "num_gpus": 1},
+        "num_replicas": 2,
+        "max_ongoing_requests": 8,
+    }
+}
+
+
+def _served(path, model="/models/skywork"):
+    """The AppConfig `rlreward serve --config path --model model` runs (its own reading code)."""
+    from rlreward.commands import serve
+
+    p = argparse.ArgumentParser()
+    serve.add_arguments(p)
+    return serve.config_from_args(p.parse_args(["--config", str(path), "--model", model]))
+
+
+def test_evaluate_takes_the_partial_yaml_serve_takes(tmp_path):
+    conf = tmp_path / "partial.yaml"
+    conf.write_text(yaml.safe_dump(PARTIAL_GPU))
+    assert _served(conf).replica.num_replicas == 2  # serve accepts it
+    out = tmp_path / "pred.json"
+    assert _run(GRPO + ["--evaluate", str(conf), "--json", str(out)]) == 0
+    # the same 2-replica fixed pool as test_evaluate_predicts_one_config, computed there by hand
+    assert json.loads(out.read_text())["predicted"]["reward_stage_s"] == pytest.approx(2.0)
+
+
+def test_a_partial_base_config_keeps_its_device_settings_and_serves_with_a_model(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({**PARTIAL_GPU, "scorer": {"device": "cuda:0", "dtype": "bfloat16"}}))
+    rec = tmp_path / "rec.yaml"
+    argv = GRPO + SMALL_GRID + ["--base-config", str(base), "--json", str(tmp_path / "t.json")]
+    assert _run(argv + ["--out-yaml", str(rec)]) == 0
+    text = rec.read_text()
+    assert "serve it with `rlreward serve --config THIS.yaml --model MODEL`" in text
+    assert "No --base-config" not in text
+    data = yaml.safe_load(text)
+    assert "model" not in data["scorer"]
+    cfg = _served(rec)
+    assert (cfg.scorer.device, cfg.scorer.dtype) == ("cuda:0", "bfloat16")
+    assert (cfg.replica.ray_actor_options.num_gpus, cfg.replica.ray_actor_options.num_cpus) == (1, 4)
+    assert cfg.scorer.model == "/models/skywork"
+
+
+def test_a_recommendation_without_base_config_leaves_device_values_unset(tmp_path):
+    from rlreward.serving.config import read_config_mapping
+
+    packaged = read_config_mapping(None)
+    assert packaged["scorer"]["device"] == "cpu"  # what must not leak into a GPU recommendation
+    assert packaged["replica"]["ray_actor_options"]["num_gpus"] == 0
+    rec = tmp_path / "rec.yaml"
+    assert _run(GRPO + SMALL_GRID + ["--json", str(tmp_path / "t.json"), "--out-yaml", str(rec)]) == 0
+    text = rec.read_text()
+    data = yaml.safe_load(text)
+    assert not {"model", "device", "dtype"} & set(data["scorer"])
+    assert "ray_actor_options" not in data["replica"]
+    assert "device-dependent values are left unset" in text and "num_gpus: 1" in text
+    cfg = _served(rec)  # resolved per device at serve time
+    assert (cfg.scorer.device, cfg.scorer.dtype) == ("auto", "auto")
+    assert data["scorer"]["batching"] == packaged["scorer"]["batching"]  # the rest is the default's
+
+
+def test_a_base_config_that_serve_refuses_is_named(tmp_path, capsys):
+    base = tmp_path / "bad.yaml"
+    base.write_text(yaml.safe_dump({"replica": {"max_ongoing_requests": 0}}))
+    argv = GRPO + SMALL_GRID + ["--base-config", str(base), "--json", str(tmp_path / "t.json")]
+    assert _run(argv) == 2
+    err = capsys.readouterr().err
+    assert str(base) in err and "replica.max_ongoing_requests" in err

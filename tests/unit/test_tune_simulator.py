@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rlreward.offline.tune.simulator import (
+from rlreward.offline.tune.policy import (
     AutoscalingSpec,
     DelayState,
     HintPolicy,
@@ -19,12 +19,12 @@ from rlreward.offline.tune.simulator import (
     apply_delay_logic,
     apply_scaling_factors,
     autoscaling_decision,
-    hint_desired_replicas,
     metric_record_interval_s,
-    simulate,
 )
+from rlreward.offline.tune.simulator import simulate
 from rlreward.offline.tune.sweep import SweepPoint, pareto_front, recommend
 from rlreward.offline.tune.workload import TraceRecord, grpo_workload, read_trace, trace_workload
+from rlreward.serving.autoscaling import hint_desired_replicas
 
 
 def _burst(t: float, sizes: list[int]) -> object:

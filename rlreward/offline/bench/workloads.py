@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from typing import Any
 
 from rlreward.errors import UsageError as CliError
+from rlreward.offline.synthetic import WORDS, token_noise_image
 from rlreward.schema import image_data_uri as schema_image_data_uri
 
 
@@ -27,12 +27,11 @@ class Workload:
 
 def one_token_words(tokenizer: Any) -> list[str]:
     """Words that are one token both alone and after a space, so ``k`` of them are ``k`` tokens."""
-    from rlreward.offline.tiny import _WORDS
 
     def n(s: str) -> int:
         return len(tokenizer.encode(s, add_special_tokens=False))
 
-    words = sorted({w for w in _WORDS if n(w) == 1 and n(" " + w) == 1})
+    words = sorted({w for w in WORDS if n(w) == 1 and n(" " + w) == 1})
     if len(words) < 8:
         raise CliError("this tokenizer has too few one-token English words to synthesize exact lengths")
     return words
@@ -40,20 +39,6 @@ def one_token_words(tokenizer: Any) -> list[str]:
 
 def _text(rng: random.Random, words: list[str], n: int) -> str:
     return " ".join(rng.choice(words) for _ in range(max(1, n)))
-
-
-def image_data_uri(visual_tokens: int, seed: int) -> str:
-    """A PNG (as a ``data:`` URI) of about ``visual_tokens`` visual tokens: 28 px per token side,
-    so Qwen2.5-VL's resize leaves it as it is. Blocky random colours: content, but small files."""
-    import numpy as np
-    from PIL import Image
-
-    rows = max(1, round(math.sqrt(visual_tokens)))
-    cols = max(1, math.ceil(visual_tokens / rows))
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(rows * 2, cols * 2, 3), dtype=np.uint8)
-    arr = blocks.repeat(14, axis=0).repeat(14, axis=1)
-    return schema_image_data_uri(Image.fromarray(arr))
 
 
 def make_workload(
@@ -75,7 +60,10 @@ def make_workload(
     out: list[dict] = []
     if kind == "grpo":
         for p in range(prompts):
-            image, prompt = image_data_uri(n_img, seed * 1000 + p), _text(rng, words, pt)
+            image, prompt = (
+                schema_image_data_uri(token_noise_image(n_img, seed * 1000 + p)),
+                _text(rng, words, pt),
+            )
             out += [
                 {"prompt": prompt, "response": _text(rng, words, c), "images": [image]} for _ in range(group)
             ]
@@ -89,7 +77,11 @@ def make_workload(
                 "response": _text(rng, words, rng.randint(max(1, c // 4), 2 * c)),
             }
             if kind == "ppo":
-                sample["images"] = [image_data_uri(rng.randint(max(4, n_img // 4), n_img), seed * 1000 + i)]
+                sample["images"] = [
+                    schema_image_data_uri(
+                        token_noise_image(rng.randint(max(4, n_img // 4), n_img), seed * 1000 + i)
+                    )
+                ]
             out.append(sample)
         groups = [list(range(i, min(n, i + group))) for i in range(0, n, group)]
         params = dict(

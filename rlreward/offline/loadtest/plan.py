@@ -22,21 +22,14 @@ noise images of ``image_size`` (one image per group, the same for its members); 
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlreward.errors import UsageError
-
-_WORDS = (
-    "the a picture shows red blue green small large cat dog tree house car road sky cloud person "
-    "holding standing near under over left right top bottom answer because therefore first then "
-    "count three two one object colour shape square circle line text sign window door table chair"
-).split()
+from rlreward.offline.synthetic import noise_png, text_of_length
 
 
 @dataclass(frozen=True)
@@ -113,39 +106,6 @@ def parse_image_size(text: str) -> tuple[int, int] | None:
     return w, h
 
 
-def text_of_length(n: int, rng: random.Random) -> str:
-    """Words, exactly ``n`` characters long (n ≥ 1)."""
-    out: list[str] = []
-    size = -1  # length of " ".join(out)
-    while size < n:
-        w = rng.choice(_WORDS)
-        out.append(w)
-        size += len(w) + 1
-    text = " ".join(out)[:n]
-    return text if not text.endswith(" ") else text[:-1] + "."
-
-
-_IMAGE_CACHE: dict[tuple[str, int, int, int], bytes] = {}
-
-
-def noise_image(key: str, width: int, height: int, seed: int = 0) -> bytes:
-    """A PNG of ``width`` × ``height`` blocky noise, the same bytes for the same key and size."""
-    ck = (key, width, height, seed)
-    if ck not in _IMAGE_CACHE:
-        import numpy as np
-        from PIL import Image
-
-        rng = np.random.default_rng(abs(hash((key, seed))) % (2**32))
-        blocks = rng.integers(0, 256, size=(math.ceil(height / 14), math.ceil(width / 14), 3), dtype=np.uint8)
-        arr = blocks.repeat(14, axis=0).repeat(14, axis=1)[:height, :width]
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, "PNG")
-        if len(_IMAGE_CACHE) > 4096:
-            _IMAGE_CACHE.clear()
-        _IMAGE_CACHE[ck] = buf.getvalue()
-    return _IMAGE_CACHE[ck]
-
-
 @dataclass
 class SampleMaker:
     """Generated samples of given sizes; a group's members share their prompt text and images."""
@@ -184,7 +144,7 @@ class SampleMaker:
         refs = []
         for i, d in enumerate(dims):
             w, h = d if d else (self.image_size or (224, 224))
-            refs.append(noise_image(f"{group}/{i}", int(w), int(h), self.seed))
+            refs.append(noise_png(int(w), int(h), f"{group}/{i}/{self.seed}"))
         return {"prompt": prompt, "response": response, "images": refs}
 
 

@@ -158,3 +158,41 @@ def calibrate(
     return Calibration(
         samples_per_s=rate, cold_start_s=cold, bursts=measured, source=f"measured on {app_name}"
     )
+
+
+def measure_deployment(
+    config_path: str,
+    *,
+    ray_address: str | None = None,
+    http_base: str | None = None,
+    prompts: int = 8,
+    group: int = 8,
+    bursts: int = 3,
+    cold_start: bool = True,
+) -> Calibration:
+    """:func:`calibrate` the AppConfig YAML at ``config_path`` (``rlreward tune --measure``): on the
+    cluster at ``ray_address``, or on a fresh local one (never whichever one this machine runs
+    already) whose Serve HTTP listens on a free 127.0.0.1 port; shut down afterwards."""
+    import socket
+
+    import ray
+    from ray import serve
+
+    from rlreward.serving.config import load_app_config
+
+    cfg = load_app_config(config_path)
+    ray.init(address=ray_address or "local", log_to_driver=False)
+    try:
+        if ray_address is None:
+            with socket.socket() as sock:  # a free port: 8000 may be another server's
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            http_base = http_base or f"http://127.0.0.1:{port}"
+        return calibrate(
+            cfg, prompts=prompts, group=group, bursts=bursts, cold_start=cold_start, http_base=http_base
+        )
+    finally:
+        if ray_address is None:
+            serve.shutdown()
+        ray.shutdown()

@@ -1,73 +1,28 @@
 """A deterministic discrete-event model of Ray Serve 2.60 autoscaling under RL reward traffic.
 
-``simulate(workload, serving, replica)`` replays a :class:`~.workload.Workload` against one reward
-deployment and returns when every step's last score came back: the reward-stage time of each step
-(first request of the step sent → last score of the step back) and the replica-seconds paid (the
-integral over time of replicas alive: starting, running or draining, from t=0 to the last score).
+``simulate(workload, serving, replica)`` replays a :class:`~.workload.Traffic` against one reward
+deployment and returns when every step's last score came back (:class:`SimResult`): the reward-stage
+time of each step (first request sent → last score back) and the replica-seconds paid (replicas
+alive — starting, running or draining — integrated from t=0 to the last score). Serve's math (metric
+cadence, window, factors, delays, bounds) is :mod:`.policy`; the policies' desires are
+:mod:`rlreward.serving.autoscaling`'s. The loop adds, from ``_private/router.py``,
+``deployment_state.py`` and ``deployment_scheduler.py``:
 
-What is modelled, and from which Ray 2.60 source (``ray/serve/...``):
+* **Handle metrics**: one caller handle records queued requests and per-replica requests in flight and
+  pushes every ``metrics_interval_s`` from ``ServeTiming.handle_start_s`` (a record before a push at
+  equal times); a request queued while no replica runs pushes at once (the scaled-to-zero path).
+* **Control loop** every 0.1 s (at k × 0.1 s), after the events of that instant. Replicas of the
+  backlog policy record/push their ``backlog_samples`` from when they start running.
+* **Replicas**: a new target starts replicas at once, serving ``cold_start_s`` later; a lower target
+  stops starting replicas first, then running ones newest first; a stopped replica drains (still paid).
+  Each accepts ``max_ongoing_requests`` and serves FIFO at ``samples_per_s``.
+* **Router**: FIFO at the handle; the running replica with a free slot and fewest in flight (ties:
+  oldest), or ``power_of_two`` with a seeded RNG.
+* **Hints**: seen ``latency_s`` after rollout start (``hint_lead_s`` before the step's first request),
+  active until ``latency_s + hold_s`` after step done; then ``release_to`` ("min" or "base").
 
-* **Handle (router) metrics** (``_private/router.py``): one caller handle, whose metric tasks start at
-  ``ServeTiming.handle_start_s`` and then run every interval: it *records* the number of requests
-  queued at the handle and, per replica it has sent requests to, the requests in flight there, every
-  ``min(0.2 × look_back_period_s, metrics_interval_s)`` s, and *pushes* the points of the last
-  ``look_back_period_s`` (strictly newer than ``now − look_back``) every ``metrics_interval_s`` (10 s;
-  deprecated in the config, not settable through ``AppConfig``). At equal times a record runs before a
-  push. When a request is queued while no replica runs, the handle pushes at once (the scaled-to-zero
-  path) — with whatever its store holds, so a stale 0 can hide the new request until the next record.
-* **Controller aggregation** (``_private/autoscaling_state.py``, ``_private/autoscaling_metrics_merge.py``):
-  ``total_num_requests`` merges the last pushed queued series and the in-flight series of replicas that
-  are running (gauges as right-continuous step functions, change points rounded to 10 ms, summed), opens
-  the window once every series has a point, and reduces it with the aggregation function — the mean is
-  time-weighted with the last value held until *now*; ``max``/``min`` over the points.
-* **Policies** (``autoscaling_policy.py``): Serve's default ``desired = running × total /
-  (target_ongoing_requests × running)``; rlreward's ``SampleBacklogPolicy`` (``target_backlog_samples``:
-  ``ceil((Σ replicas' window-mean backlog_samples + window-mean queued requests × samples per running
-  request) / target)``, falling
-  back to ``total_num_requests`` while no running replica has reported; replicas record/push their
-  backlog on the same cadence, starting when they start running); and the **hint policy** below.
-  Every policy goes through ``_apply_autoscaling_config`` exactly (:func:`autoscaling_decision`):
-  the cold-start fast path (0 running and requests seen → ``max(ceil(upscaling_factor), target)`` at
-  once), the scaling factors, the immediate path when 0 replicas run, the wall-clock
-  upscale/downscale/downscale-to-zero delay timers that reset whenever the desire falls back (with
-  Serve's 1e-6 s tolerance), then the min/max bounds. The control loop runs every 0.1 s (at k × 0.1 s);
-  events at the same instant are processed before the control tick.
-* **Replicas** (``_private/deployment_state.py``, ``deployment_scheduler.py``): a new target starts
-  replicas at once; each can serve ``cold_start_s`` later. A lower target stops starting replicas
-  first, then running replicas newest first (Serve's order on a single node — not "least busy"). A
-  stopped running replica leaves the router at once, finishes what it accepted (draining, still paid
-  for) and dies when empty. Initial replicas (``initial_replicas`` or ``min_replicas``; ``num_replicas``
-  for a fixed pool) are running at t=0.
-* **Serving**: a replica accepts up to ``max_ongoing_requests`` requests and works through them FIFO at
-  ``samples_per_s``: a request of n samples takes n / samples_per_s seconds once the requests accepted
-  before it are done. (Batches in the real replica mix samples of several requests; a FIFO server at
-  the batched throughput finishes each replica's work at the same time, which is what the reward-stage
-  time measures.)
-* **Router**: requests wait FIFO at the handle; each goes to the running replica with a free slot and
-  the fewest requests in flight (ties: oldest replica) — power-of-two choices degenerate to this with
-  ≤ 2 replicas; ``router="power_of_two"`` samples two of the free replicas with a seeded RNG instead.
-* **Hint policy** (:class:`HintPolicy`): the trainer announces each step ("n samples coming within s",
-  at rollout start = ``hint_lead_s`` before the step's first request) and says "step done" when its
-  last score is back. The policy sees a hint ``latency_s`` after it is sent; from then until
-  ``latency_s + hold_s`` after step done, its desire is ``max(base policy desire,``
-  :func:`hint_desired_replicas`\\ ``)``. Serve applies the factors, ``upscale_delay_s`` and the bounds on
-  top (a custom policy cannot skip them; only with 0 running replicas is a desire > 0 applied at once,
-  as for any policy). Once the hint is released and no other is active, ``release_to="min"`` makes the
-  desire ``min_replicas`` until the next hint (the trainer said nothing is coming, while the window
-  average still remembers the burst for up to ``look_back_period_s``); ``release_to="base"`` hands back
-  to the base policy. Either way ``downscale_delay_s`` applies. Before the first hint the base policy
-  rules (:func:`hinted_policy_desired`).
-
-Simplified away: Ray scheduling (every replica finds a CPU/GPU at once; no node autoscaler), one caller
-handle (a trainer's; the HTTP proxy is one more handle in reality), no network/RPC latency (routing is
-instant, pushes arrive when sent), request sizes do not change throughput (no small-batch penalty,
-no prefix-sharing gain beyond what ``samples_per_s`` measured), ``graceful_shutdown_timeout_s`` never
-cuts a drain, no ``max_queued_requests`` rejections, no ``target_capacity``, no handle-staleness drops,
-no failures/restarts or health-check kills, no trainer-side time inside the reward stage (it ends at
-the last score back), and one deployment (the ingress and its own scaling are not simulated).
-
-The policies' own math (request count, sample backlog, hint) is imported from
-:mod:`rlreward.serving.autoscaling`, where the served policies run the very same functions.
+Simplified away: Ray scheduling, the HTTP proxy's handle, network latency, batch-size effects on
+throughput, drain timeouts, ``max_queued_requests``, ``target_capacity``, failures, and the ingress.
 """
 
 from __future__ import annotations
@@ -76,9 +31,8 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 from rlreward.serving.autoscaling import (
     backlog_policy_desired,
@@ -87,376 +41,20 @@ from rlreward.serving.autoscaling import (
     request_policy_desired,
 )
 
-from .workload import Workload
+from .policy import (
+    DelayState,
+    MetricStore,
+    ReplicaModel,
+    Series,
+    ServeTiming,
+    ServingSpec,
+    WindowAggregate,
+    autoscaling_decision,
+    metric_record_interval_s,
+)
+from .workload import Traffic
 
-__all__ = [
-    "AutoscalingSpec",
-    "HintPolicy",
-    "ReplicaModel",
-    "ServeTiming",
-    "ServingSpec",
-    "SimResult",
-    "autoscaling_decision",
-    "backlog_policy_desired",
-    "hint_desired_replicas",
-    "hinted_policy_desired",
-    "request_policy_desired",
-    "simulate",
-]
-
-#: Serve's controller loop period (``RAY_SERVE_CONTROL_LOOP_INTERVAL_S``).
-CONTROL_LOOP_INTERVAL_S = 0.1
-#: ``AutoscalingConfig.metrics_interval_s`` default (deprecated, still the push period in 2.60).
-METRICS_INTERVAL_S = 10.0
-#: ``RAY_SERVE_AUTOSCALING_METRIC_RECORD_INTERVAL_FACTOR``.
-RECORD_INTERVAL_FACTOR = 0.2
-#: ``autoscaling_policy._DELAY_ELAPSED_EPS_S``.
-DELAY_EPS_S = 1e-6
-
-
-# -- configuration ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AutoscalingSpec:
-    """Autoscaling as ``rlreward``'s ``AutoscalingOptions`` has it (same field names and defaults).
-
-    ``target_backlog_samples`` set → rlreward's sample-backlog policy, else Serve's default
-    request-count policy. ``upscaling_factor``/``downscaling_factor`` None = 1.0. Seconds throughout.
-    """
-
-    min_replicas: int = 1
-    max_replicas: int = 1
-    initial_replicas: int | None = None
-    target_ongoing_requests: float = 2.0
-    target_backlog_samples: int | None = None
-    upscale_delay_s: float = 30.0
-    downscale_delay_s: float = 600.0
-    downscale_to_zero_delay_s: float | None = None
-    look_back_period_s: float = 30.0
-    upscaling_factor: float | None = None
-    downscaling_factor: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
-            raise ValueError(
-                f"need 0 ≤ min_replicas ≤ max_replicas and max_replicas ≥ 1 "
-                f"(got {self.min_replicas}, {self.max_replicas})"
-            )
-        if self.initial_replicas is not None and not (
-            self.min_replicas <= self.initial_replicas <= self.max_replicas
-        ):
-            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
-        if self.target_ongoing_requests <= 0 or self.look_back_period_s <= 0:
-            raise ValueError("target_ongoing_requests and look_back_period_s must be > 0")
-        if self.target_backlog_samples is not None and self.target_backlog_samples <= 0:
-            raise ValueError("target_backlog_samples must be > 0")
-        if min(self.upscale_delay_s, self.downscale_delay_s) < 0:
-            raise ValueError("upscale_delay_s and downscale_delay_s must be ≥ 0")
-
-    @property
-    def up_factor(self) -> float:
-        return self.upscaling_factor or 1.0
-
-    @property
-    def down_factor(self) -> float:
-        return self.downscaling_factor or 1.0
-
-    def to_options(self) -> dict[str, Any]:
-        """The ``replica.autoscaling`` mapping of an ``AppConfig`` (None fields left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> AutoscalingSpec:
-        """From an ``AutoscalingOptions`` mapping; keys the simulator does not model are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in known and v is not None})
-
-
-@dataclass(frozen=True)
-class HintPolicy:
-    """The trainer's phase hints, as the simulated policy uses them.
-
-    ``within_s``: the trainer's ``expect(n, within_s=...)`` — score the step's n samples in this many
-    seconds (the policy asks for ``ceil(n / (samples_per_s × within_s))`` replicas).
-    ``latency_s``: seconds from the trainer's call until the policy sees it (client → deployment →
-    controller). ``hold_s``: the hint is released this long after "step done" is seen.
-    ``release_to``: what the policy wants once released — ``"min"`` (``min_replicas``: the trainer is
-    updating, nothing comes) or ``"base"`` (the base policy's windowed desire).
-    ``replica_samples_per_s``: the throughput the served policy is configured with
-    (``hints.replica_samples_per_s``); None = the simulated replica's.
-    """
-
-    within_s: float
-    latency_s: float = 0.5
-    hold_s: float = 0.0
-    release_to: Literal["min", "base"] = "min"
-    replica_samples_per_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.within_s <= 0 or self.latency_s < 0 or self.hold_s < 0:
-            raise ValueError("hint within_s must be > 0, latency_s and hold_s ≥ 0")
-        if self.replica_samples_per_s is not None and self.replica_samples_per_s <= 0:
-            raise ValueError("hint replica_samples_per_s must be > 0")
-        if self.release_to not in ("min", "base"):
-            raise ValueError(f"release_to must be 'min' or 'base' (got {self.release_to!r})")
-
-
-@dataclass(frozen=True)
-class ServingSpec:
-    """The deployment: an autoscaling config (or a fixed pool of ``num_replicas``), the replica's
-    ``max_ongoing_requests``, and optionally the hint policy (autoscaling only)."""
-
-    autoscaling: AutoscalingSpec | None = None
-    num_replicas: int = 1
-    max_ongoing_requests: int = 32
-    hint: HintPolicy | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_ongoing_requests < 1:
-            raise ValueError("max_ongoing_requests must be ≥ 1")
-        if self.autoscaling is None and self.num_replicas < 1:
-            raise ValueError("a fixed pool needs num_replicas ≥ 1")
-        if self.hint is not None and self.autoscaling is None:
-            raise ValueError("the hint policy needs autoscaling (a fixed pool ignores hints)")
-
-
-@dataclass(frozen=True)
-class ReplicaModel:
-    """One replica: ``samples_per_s`` scored per second when busy; ``cold_start_s`` from the request
-    for a new replica until it serves (placement + model load)."""
-
-    samples_per_s: float
-    cold_start_s: float
-
-    def __post_init__(self) -> None:
-        if self.samples_per_s <= 0 or self.cold_start_s < 0:
-            raise ValueError("samples_per_s must be > 0 and cold_start_s ≥ 0")
-
-
-@dataclass(frozen=True)
-class ServeTiming:
-    """Serve internals that ``AppConfig`` does not set (defaults = Ray 2.60's)."""
-
-    metrics_interval_s: float = METRICS_INTERVAL_S
-    control_interval_s: float = CONTROL_LOOP_INTERVAL_S
-    record_interval_factor: float = RECORD_INTERVAL_FACTOR
-    aggregation: Literal["mean", "max", "min"] = "mean"
-    #: when the caller's handle starts its metric tasks (its first record and push).
-    handle_start_s: float = 0.0
-    router: Literal["least_loaded", "power_of_two"] = "least_loaded"
-    seed: int = 0
-
-
-# -- Serve's policy math (pure; mirrors ray/serve/autoscaling_policy.py of Ray 2.60) ---------------
-def metric_record_interval_s(
-    look_back_period_s: float,
-    metrics_interval_s: float = METRICS_INTERVAL_S,
-    factor: float = RECORD_INTERVAL_FACTOR,
-) -> float:
-    """Seconds between metric records at a handle or replica: ``min(0.2 × look_back, metrics_interval)``."""
-    return min(look_back_period_s * factor, metrics_interval_s)
-
-
-def apply_scaling_factors(
-    desired: float, current: int, upscaling_factor: float = 1.0, downscaling_factor: float = 1.0
-) -> int:
-    """``_apply_scaling_factors``: ``ceil(current + factor × (desired − current))``; at least one step
-    down when a downscale would otherwise stall; plain ``ceil(desired)`` from 0 running replicas."""
-    if current == 0:
-        return math.ceil(desired)
-    delta = desired - current
-    factor = upscaling_factor if delta > 0 else downscaling_factor
-    scaled = math.ceil(current + factor * delta)
-    if math.ceil(float(desired)) < current and scaled == current:
-        scaled -= 1
-    return scaled
-
-
-@dataclass
-class DelayState:
-    """Serve's delay bookkeeping (``__decision_counters`` / ``__decision_timestamp``)."""
-
-    counter: int = 0
-    since_s: float | None = None
-
-
-def apply_delay_logic(
-    desired: int,
-    current_target: int,
-    *,
-    upscale_delay_s: float,
-    downscale_delay_s: float,
-    downscale_to_zero_delay_s: float | None,
-    state: DelayState,
-    now_s: float,
-) -> int:
-    """``_apply_delay_logic``: the desire must persist for the whole delay (wall clock) before it is
-    applied; any tick in the other direction (or equal) resets the timer. Mutates ``state``."""
-    decision = current_target
-    if desired > current_target:
-        if state.counter < 0:
-            state.counter, state.since_s = 0, None
-        state.counter += 1
-        if state.since_s is None:
-            state.since_s = now_s
-        if now_s - state.since_s + DELAY_EPS_S >= upscale_delay_s:
-            state.counter, state.since_s = 0, None
-            decision = desired
-    elif desired < current_target:
-        if state.counter > 0:
-            state.counter, state.since_s = 0, None
-        state.counter -= 1
-        if current_target == 1:  # scaling to zero
-            delay = downscale_to_zero_delay_s if downscale_to_zero_delay_s is not None else downscale_delay_s
-        else:
-            delay = downscale_delay_s
-            desired = max(1, desired)
-        if state.since_s is None:
-            state.since_s = now_s
-        if now_s - state.since_s + DELAY_EPS_S >= delay:
-            state.counter, state.since_s = 0, None
-            decision = desired
-    else:
-        state.counter, state.since_s = 0, None
-    return decision
-
-
-def autoscaling_decision(
-    policy_desired: float,
-    *,
-    running: int,
-    current_target: int,
-    total_num_requests: float,
-    config: AutoscalingSpec,
-    state: DelayState,
-    now_s: float,
-) -> int:
-    """The target replica count Serve sets for one control tick: ``_apply_autoscaling_config`` around
-    the policy's desire, then ``apply_bounds`` (min/max)."""
-    lo, hi = config.min_replicas, config.max_replicas
-    if running == 0 and total_num_requests > 0:  # cold-start fast path, before the policy
-        return max(lo, min(hi, max(math.ceil(1 * config.up_factor), current_target)))
-    desired = apply_scaling_factors(policy_desired, running, config.up_factor, config.down_factor)
-    if running == 0 and desired > 0:
-        return max(lo, min(hi, desired))
-    decision = apply_delay_logic(
-        max(0, desired),
-        current_target,
-        upscale_delay_s=config.upscale_delay_s,
-        downscale_delay_s=config.downscale_delay_s,
-        downscale_to_zero_delay_s=config.downscale_to_zero_delay_s,
-        state=state,
-        now_s=now_s,
-    )
-    return max(lo, min(hi, decision))
-
-
-# -- window aggregation (mirrors _private/autoscaling_metrics_merge.py) ---------------------------
-Series = list[tuple[float, float]]
-
-
-def _round_10ms(t: float) -> float:
-    return math.floor(t * 100.0 + 0.5) / 100.0
-
-
-def merge_instantaneous_total(series_list: Sequence[Series]) -> Series:
-    """Sum gauge series into one step function: one non-empty series is returned as is; otherwise the
-    change points of each (baseline 0), rounded to 10 ms, summed and accumulated."""
-    active = [s for s in series_list if s]
-    if not active:
-        return []
-    if len(active) == 1:
-        return list(active[0])
-    deltas: dict[float, float] = {}
-    for s in active:
-        prev = 0.0
-        for t, v in s:
-            if v != prev:
-                rt = _round_10ms(t)
-                deltas[rt] = deltas.get(rt, 0.0) + (v - prev)
-            prev = v
-    out: Series = []
-    total = 0.0
-    for rt in sorted(deltas):
-        total += deltas[rt]
-        out.append((rt, total))
-    return out
-
-
-class WindowAggregate:
-    """``_merge_and_aggregate_timeseries`` of a fixed set of pushed series, evaluated at any ``now``."""
-
-    __slots__ = ("how", "merged", "window_start", "_fixed", "_t_last", "_v_last", "_ws")
-
-    def __init__(self, series_list: Sequence[Series], how: str = "mean") -> None:
-        self.how = how
-        self.merged = merge_instantaneous_total(series_list)
-        self.window_start: float | None = None
-        non_empty = [s for s in series_list if s]
-        if len(non_empty) > 1 and self.merged:
-            aligned = max(s[0][0] for s in non_empty)
-            if aligned <= self.merged[-1][0]:
-                self.window_start = max(aligned, self.merged[0][0])
-        self._fixed = 0.0
-        if self.merged:
-            m = self.merged
-            ws = m[0][0] if self.window_start is None else self.window_start
-            self._ws = ws
-            self._t_last, self._v_last = m[-1]
-            active = 0.0
-            for t, v in m:
-                if t <= ws:
-                    active = v
-            seg_start = ws
-            for t, v in m:
-                if t > ws:
-                    self._fixed += active * (t - seg_start)
-                    seg_start, active = t, v
-
-    def value(self, now_s: float) -> float:
-        """The aggregate at ``now_s`` (0.0 without data)."""
-        m = self.merged
-        if not m:
-            return 0.0
-        if self.how == "mean":
-            last_window = now_s - self._t_last
-            if last_window <= 0:
-                last_window = 1e-3
-            end = self._t_last + last_window
-            if end <= self._ws:
-                return 0.0
-            return (self._fixed + self._v_last * last_window) / (end - self._ws)
-        ws = self.window_start
-        vals = [v for t, v in m if ws is None or t >= ws]
-        if not vals:
-            return 0.0
-        return max(vals) if self.how == "max" else min(vals)
-
-
-class MetricStore:
-    """Serve's ``InMemoryMetricsStore`` (at a handle or a replica): per key, (t, value) points.
-
-    ``prune(start)`` drops keys whose newest point is older than ``start`` and, of the others, every
-    point at or before ``start`` (Serve bisects on the timestamp alone, so a point at exactly ``start``
-    goes).
-    """
-
-    def __init__(self) -> None:
-        self.data: dict[Any, Series] = {}
-
-    def add(self, points: dict[Any, float], t: float) -> None:
-        for k, v in points.items():
-            self.data.setdefault(k, []).append((t, float(v)))
-
-    def prune(self, start: float) -> None:
-        for k, pts in list(self.data.items()):
-            if not pts or pts[-1][0] < start:
-                del self.data[k]
-            else:
-                i = 0
-                while i < len(pts) and pts[i][0] <= start:
-                    i += 1
-                if i:
-                    self.data[k] = pts[i:]
+__all__ = ["ReplicaRecord", "RequestRecord", "SimResult", "StepResult", "simulate"]
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -559,7 +157,7 @@ _QUEUED = "queued"
 
 
 class _Sim:
-    def __init__(self, workload: Workload, serving: ServingSpec, replica: ReplicaModel, timing: ServeTiming):
+    def __init__(self, workload: Traffic, serving: ServingSpec, replica: ReplicaModel, timing: ServeTiming):
         self.w, self.s, self.r, self.tm = workload, serving, replica, timing
         self.auto = serving.autoscaling
         self.heap: list[tuple[float, int, int, str, Any]] = []
@@ -951,7 +549,7 @@ class _Sim:
 
 
 def simulate(
-    workload: Workload,
+    workload: Traffic,
     serving: ServingSpec,
     replica: ReplicaModel,
     timing: ServeTiming | None = None,

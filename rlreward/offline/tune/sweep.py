@@ -25,16 +25,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .simulator import (
-    AutoscalingSpec,
-    HintPolicy,
-    ReplicaModel,
-    ServeTiming,
-    ServingSpec,
-    SimResult,
-    simulate,
-)
-from .workload import Workload
+from .policy import AutoscalingSpec, HintPolicy, ReplicaModel, ServeTiming, ServingSpec
+from .simulator import SimResult, simulate
+from .workload import Traffic
 
 
 # -- the grid --------------------------------------------------------------------------------------
@@ -188,7 +181,7 @@ def point_from_result(spec: ServingSpec, result: SimResult) -> SweepPoint:
 
 
 def run_sweep(
-    workload: Workload,
+    workload: Traffic,
     specs: Sequence[ServingSpec],
     replica: ReplicaModel,
     timing: ServeTiming | None = None,
@@ -236,20 +229,41 @@ def recommend(points: Sequence[SweepPoint], slack: float = 0.1) -> SweepPoint:
 
 
 # -- AppConfig YAML --------------------------------------------------------------------------------
+#: What the packaged default config (a tiny CPU checkpoint) says that depends on the machine or the
+#: model: left out of a recommendation written without ``--base-config``, so ``rlreward serve``
+#: resolves them where it runs (``scorer.device``/``dtype`` "auto"; the model from ``--model``).
+DEVICE_DEPENDENT_KEYS = ("scorer.model", "scorer.device", "scorer.dtype", "replica.ray_actor_options")
+
+#: ``scorer.model`` while validating a partial config (no model: ``serve --config FILE --model M``).
+_MODEL_AT_SERVE_TIME = "<the --model given to rlreward serve>"
+
+
 def base_app_config(path: str | Path | None) -> dict[str, Any]:
-    """The AppConfig mapping the recommendation is written into: ``path`` (a YAML file) or the
-    packaged default. Raises FileNotFoundError / ValueError naming the file."""
+    """The AppConfig mapping the recommendation is written into: ``path`` (a YAML file, partial as
+    ``rlreward serve --config`` takes it: without a model, say) as it is, or the packaged default
+    without its :data:`DEVICE_DEPENDENT_KEYS`. Raises FileNotFoundError / ValueError naming the file."""
     from rlreward.serving.config import read_config_mapping
 
-    return read_config_mapping(path)
+    data = read_config_mapping(path)
+    if not path:
+        for key in DEVICE_DEPENDENT_KEYS:
+            section, name = key.split(".")
+            if isinstance(data.get(section), dict):
+                data[section].pop(name, None)
+    return data
 
 
 def validate_app_config(data: dict[str, Any], where: str = "config") -> Any:
-    """``AppConfig.model_validate(data)``; a ValueError names the first problem."""
+    """``AppConfig.model_validate(data)``, with a placeholder ``scorer.model`` where ``data`` names
+    none (``rlreward serve --config FILE --model M`` takes the model from its command line); a
+    ValueError names the first problem."""
     from pydantic import ValidationError
 
     from rlreward.serving.config import AppConfig
 
+    scorer = data.get("scorer")
+    if scorer is None or (isinstance(scorer, dict) and not scorer.get("model")):
+        data = {**data, "scorer": {**(scorer or {}), "model": _MODEL_AT_SERVE_TIME}}
     try:
         return AppConfig.model_validate(data)
     except ValidationError as exc:
@@ -259,7 +273,11 @@ def validate_app_config(data: dict[str, Any], where: str = "config") -> Any:
 
 
 def serving_from_app_config(
-    data: dict[str, Any], hint: HintPolicy | None = None, *, hint_latency_s: float = 0.5
+    data: dict[str, Any],
+    hint: HintPolicy | None = None,
+    *,
+    hint_latency_s: float = 0.5,
+    where: str = "config",
 ) -> ServingSpec:
     """The simulated deployment of an AppConfig mapping (validated first).
 
@@ -268,7 +286,7 @@ def serving_from_app_config(
     sending ``within_s = hints.default_within_s``, seen ``hint_latency_s`` after sending. The policy's
     ``hints.replica_samples_per_s`` is what the simulated policy sizes the pool with.
     """
-    cfg = validate_app_config(data)
+    cfg = validate_app_config(data, where)
     rep = cfg.replica
     auto = AutoscalingSpec.from_options(rep.autoscaling.model_dump()) if rep.autoscaling is not None else None
     if auto is None and hint is not None:

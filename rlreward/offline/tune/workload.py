@@ -1,4 +1,4 @@
-"""What a trainer sends to the reward deployment, as the simulator replays it.
+"""What a trainer sends to the reward deployment (:class:`Traffic`), as the simulator replays it.
 
 Two sources:
 
@@ -9,30 +9,12 @@ Two sources:
   for ``rollout_s`` seconds, so step *k+1*'s burst is sent ``update_s + rollout_s`` after step *k*'s
   last score came back (closed loop: a slow reward stage delays the next step, as in a real run).
 * a **trace** (:func:`read_trace`, :func:`trace_workload`): JSON Lines written by the client-side
-  recorder. One JSON object per line::
-
-      {"kind": "header", "started_at": "...", ...}          # optional; any line with kind=header is skipped
-      {"t": 0.013, "samples": 8, "group": "p17", "step": 0, "tokens": 5120, "request_id": "a1"}
-      {"t": 0.020, "samples": 8, "group": "p18", "step": 0, "tokens": null, "request_id": "a2",
-       "latency_s": 2.41}
-
-  ``t``
-      seconds since the recording started (float, ≥ 0) when the request was **sent**.
-  ``samples``
-      samples in the request (int, ≥ 1).
-  ``group`` / ``step`` / ``tokens`` / ``request_id``
-      optional (``null`` or absent): the GRPO group id, the trainer step, the request's token count,
-      the client's request id.
-  ``latency_s``
-      optional: seconds until the response came back. When every record has ``step`` and
-      ``latency_s``, the replay is closed loop (the gap between a step's last response and the next
-      step's first request — the trainer's update + rollout — is kept; the simulator's own reward-stage
-      time decides when the next step starts). Otherwise it is open loop (requests at their recorded
-      ``t``).
-
-  Unknown keys are ignored (the recorder may add fields); lines whose ``kind`` is neither absent nor
-  ``"request"`` are skipped. Without ``step``, steps are inferred: a pause longer than
-  ``step_gap_s`` between two consecutive requests starts a new step.
+  recorder, one :class:`TraceRecord` per request line (``{"t": 0.013, "samples": 8, "step": 0,
+  "latency_s": 2.41, ...}``; header lines and unknown keys are skipped). When every record has
+  ``step`` and ``latency_s`` the replay is closed loop (the trainer's gap between a step's last
+  response and the next step's first request is kept; the simulated reward stage decides when the
+  next step starts); otherwise open loop, requests at their recorded ``t``. Without ``step``, a
+  pause longer than ``step_gap_s`` starts a new step.
 
 All times are seconds; all values are immutable dataclasses (the trace record is pydantic: it comes from
 a file).
@@ -49,7 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class TraceRecord(BaseModel):
-    """One request of a recorded trace (a JSONL line)."""
+    """One request of a recorded trace (a JSONL line): ``t`` (seconds since the recording started,
+    when sent), ``samples``, and optionally ``group``, ``step``, ``tokens``, ``request_id``,
+    ``latency_s`` (``null`` or absent). Lines whose ``kind`` is neither absent nor ``"request"``
+    (the ``{"kind": "header", ...}`` line) are skipped; unknown keys are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -94,8 +79,10 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
-class Workload:
-    """A sequence of steps; ``closed_loop`` says whether step starts follow the simulated scores."""
+class Traffic:
+    """What a trainer sends over a run, as the simulator replays it: a sequence of steps of requests
+    over time (named apart from :class:`rlreward.offline.bench.workloads.Workload`, a set of
+    samples); ``closed_loop`` says whether step starts follow the simulated scores."""
 
     steps: tuple[StepSpec, ...]
     closed_loop: bool
@@ -125,7 +112,7 @@ def grpo_workload(
     rollout_s: float = 0.0,
     samples_per_request: int | None = None,
     send_spread_s: float = 0.0,
-) -> Workload:
+) -> Traffic:
     """A described GRPO run: ``steps`` bursts of ``prompts × group`` samples.
 
     ``samples_per_request`` (default ``group``) must divide ``prompts × group`` evenly or leave a
@@ -160,7 +147,7 @@ def grpo_workload(
         f"GRPO: {steps} steps × {prompts} prompts × {group} completions, {per} samples/request, "
         f"update {update_s:g} s, rollout {rollout_s:g} s"
     )
-    return Workload(steps=step_list, closed_loop=True, description=desc)
+    return Traffic(steps=step_list, closed_loop=True, description=desc)
 
 
 def read_trace(path: str | Path) -> list[TraceRecord]:
@@ -205,7 +192,7 @@ def trace_workload(
     step_gap_s: float = 5.0,
     closed_loop: bool | None = None,
     description: str = "trace",
-) -> Workload:
+) -> Traffic:
     """Group trace records into steps (by ``step``, or by pauses > ``step_gap_s``) and build a workload.
 
     ``closed_loop=None`` picks closed loop when every record has ``step`` and ``latency_s`` and the
@@ -262,4 +249,4 @@ def trace_workload(
     )
     if not math.isfinite(sum(starts)):
         raise ValueError("trace times must be finite")
-    return Workload(steps=tuple(steps), closed_loop=closed, description=desc)
+    return Traffic(steps=tuple(steps), closed_loop=closed, description=desc)
