@@ -136,7 +136,12 @@ def grpo_part(url: str, args: argparse.Namespace, label: str, tmp: Path) -> dict
     loadtest.run(ns)
     report = json.loads(out.read_text())
     stages = [s["reward_stage_s"] for s in report["steps"]]
+    (row,) = _stats(url)
     return {
+        "last_wake_s": row["last_wake_s"],
+        "wakes": row["wakes"],
+        "sleeps": row["sleeps"],
+        "cold_start_s": row["cold_start_s"],
         "reward_stage_s": stages,
         "reward_stage_total_s": round(sum(stages), 3),
         "replica_seconds": report["replica_seconds"],

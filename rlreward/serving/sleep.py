@@ -7,7 +7,8 @@
   the newest command and the newest trainer hint. ``/v1/sleep`` and ``/v1/wake`` post a command
   (numbered) and wait until every replica that reports has acknowledged it (:func:`run_command`);
   ``/v1/stats`` reads the reports (:func:`replica_reports`). A replica that registers acknowledges the
-  command in force without applying it: new replicas start awake.
+  command in force without applying it (new replicas start awake), unless that command is fresher than
+  :data:`STALE_AFTER_S` (posted while the replica was starting).
 * :func:`timer_decision` — ``replica.sleep: {after_step_done_s: S, level: L}``: a replica sleeps at
   level L once the trainer's last hint is ``step_done`` and both that hint and the replica's last
   activity (request, wake) are S seconds old — or, when no hint is in force, after S idle seconds —
@@ -52,6 +53,7 @@ class SleepBoard:
         self.clock = clock
         self.epoch = uuid.uuid4().hex
         self._command: dict[str, Any] | None = None
+        self._command_at = -float("inf")
         self._gen = 0
         self._hint: dict[str, Any] | None = None
         self._hint_seq = 0
@@ -64,6 +66,7 @@ class SleepBoard:
             raise ValueError(f"action must be 'sleep' or 'wake', not {action!r}")
         self._gen += 1
         self._command = {"gen": self._gen, "action": action, "level": level}
+        self._command_at = self.clock()
         return self._gen
 
     def hint(self, event: str) -> None:
@@ -84,7 +87,10 @@ class SleepBoard:
         the newest hint (``age_s`` instead of a clock reading: the replica's clock may differ)."""
         now = self.clock()
         if epoch != self.epoch or acked is None or replica_id not in self._replicas:
-            acked = self._gen  # registering: the command in force is not for it
+            # Registering: a command older than STALE_AFTER_S is not for it (new replicas start awake);
+            # a fresher one is (it was posted while this replica was starting).
+            fresh = now - self._command_at <= STALE_AFTER_S
+            acked = self._gen - 1 if fresh and self._gen else self._gen
         self._replicas[replica_id] = {"stats": stats, "acked": acked, "error": error, "seen": now}
         hint = None
         if self._hint is not None:
@@ -137,12 +143,14 @@ async def run_command(
     the replicas whose command failed (a failed wake leaves that replica unhealthy: Serve replaces it)."""
     board = board_handle(app_name)
     gen = await board.command.remote(action, level)
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    deadline = start + timeout_s
     while True:
         # Give every replica one report after the command before reading their answers.
         await asyncio.sleep(poll_s)
         state = await board.progress.remote(gen)
-        if state["done"]:
+        # No replica reported yet (the app just started): wait for one, unless there is none at all.
+        if state["done"] and (state["replicas"] or time.monotonic() - start > STALE_AFTER_S):
             break
         if time.monotonic() > deadline:
             waiting = [r["replica_id"] for r in state["replicas"]]

@@ -34,14 +34,21 @@ def test_a_command_is_done_once_every_live_replica_acknowledged_it():
     assert [r["state"] for r in state["replicas"]] == ["asleep", "asleep"]
 
 
-def test_a_registering_replica_does_not_apply_the_command_in_force():
-    board = SleepBoard(Clock())
+def test_a_registering_replica_applies_only_a_fresh_command():
+    clock = Clock()
+    board = SleepBoard(clock)
     gen = board.command("sleep", 1)
+    # Posted while the replica was starting: it is for this replica too.
+    assert board.report("starting", {}, None, None)["acked"] == gen - 1
+    clock.t += 60
+    # An old command (the replica was added later, e.g. by the autoscaler): new replicas start awake.
     answer = board.report("new", {}, None, None)
     assert answer["acked"] == gen and answer["command"]["gen"] == gen
     # A board re-created (new epoch) re-registers the replica whatever it had acknowledged before.
-    other = SleepBoard(Clock())
+    other_clock = Clock()
+    other = SleepBoard(other_clock)
     other.command("wake")
+    other_clock.t += 60
     assert other.report("new", {}, answer["epoch"], 7)["acked"] == 1
 
 
