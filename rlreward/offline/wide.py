@@ -35,12 +35,6 @@ def make_wide(src: str | Path, out_dir: str | Path, *, intermediate_size: int, s
             shutil.copy2(f, out / f.name)
     config = AutoConfig.from_pretrained(src)
     config.text_config.intermediate_size = intermediate_size
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * (0.08 if p.shape[-1] < 1000 else 0.005))
-    model.save_pretrained(out, safe_serialization=True)
+    torch.manual_seed(seed)  # the model's own random init (std initializer_range)
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(out, safe_serialization=True)
     return out

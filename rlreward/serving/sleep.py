@@ -26,8 +26,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-#: Ray namespace of the boards (the hint boards' too).
-SLEEP_NAMESPACE = "rlreward"
 #: Seconds between two reports of a replica.
 REPORT_INTERVAL_S = 0.25
 #: A replica whose last report is older than this is not waited for (it died or is being replaced).
@@ -120,19 +118,9 @@ class SleepBoard:
 
 def board_handle(app_name: str) -> Any:
     """The application's board actor (created if missing)."""
-    import ray
+    from rlreward.serving.autoscaling import named_board
 
-    return (
-        ray.remote(SleepBoard)
-        .options(
-            name=sleep_board_name(app_name),
-            namespace=SLEEP_NAMESPACE,
-            get_if_exists=True,
-            num_cpus=0,
-            max_restarts=-1,
-        )
-        .remote()
-    )
+    return named_board(SleepBoard, sleep_board_name(app_name))
 
 
 async def run_command(
