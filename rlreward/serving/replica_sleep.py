@@ -121,6 +121,10 @@ class SleepMixin:
         t0 = time.perf_counter()
         try:
             self.scorer.wake()
+            # Warm the woken weights with the warm-up probe, so the burst's first batch does not pay it.
+            probe = getattr(self, "_probe", None)
+            if probe is not None:
+                self.scorer.score_prepared([probe])
         except Exception as exc:
             log.exception("rlreward replica could not wake; marking it unhealthy so Serve replaces it")
             self._unhealthy = (
