@@ -1,7 +1,7 @@
 """rlreward demo: serve the reward model on a local Ray cluster and score a GRPO-shaped batch.
 
     rlreward make-tiny .cache/tiny-trained --train   # once: a tiny reward model trained on shapes (~40 s)
-    python examples/demo.py --model .cache/tiny-trained
+    python examples/demo.py --model .cache/tiny-trained [--port 8123]
 
 What it does, as an RL trainer would:
 
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=4, help="image prompts in the batch")
     p.add_argument("--group", type=int, default=8, help="completions per prompt (GRPO's G)")
     p.add_argument("--rounds", type=int, default=3, help="timed repetitions per transport")
+    p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: any free port)")
     args = p.parse_args(argv)
     if not Path(args.model, "value_head.safetensors").is_file():
         print(f"no model at {args.model}: build one with `rlreward make-tiny {args.model}`", file=sys.stderr)
@@ -93,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     from rlreward.serving.config import load_app_config
 
     t0 = time.perf_counter()
-    with socket.socket() as s:  # a free port, so the demo never collides with another server
-        s.bind(("127.0.0.1", 0))
+    with socket.socket() as s:  # port 0: a free one, so the demo never collides with another server
+        try:
+            s.bind(("127.0.0.1", args.port))
+        except OSError as exc:
+            print(
+                f"port {args.port} on 127.0.0.1 is taken ({exc}); pick another with --port", file=sys.stderr
+            )
+            return 2
         port = s.getsockname()[1]
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)

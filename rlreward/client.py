@@ -1,55 +1,28 @@
 """Clients of a running rlreward server: :class:`RewardClient` (sync) and :class:`AsyncRewardClient`.
 
-Two transports behind one interface, chosen by the constructor:
+Two transports behind one interface, chosen by the constructor: **HTTP** from anywhere
+(``RewardClient(url="http://head:8000", api_key=...)``, ``POST /v1/score``), or a **Ray handle**
+from a job on the serving cluster (``RewardClient(app_name="rlreward")``: no HTTP hop, no JSON).
 
-* **HTTP**, from anywhere: ``RewardClient(url="http://head:8000", api_key=...)`` → ``POST /v1/score``.
-* **Ray handle**, from a job on the same Ray cluster (a trainer actor, a verl reward worker):
-  ``RewardClient(app_name="rlreward")`` calls the ``RewardReplica`` deployment directly through a
-  ``DeploymentHandle``: no HTTP hop, no JSON, and images may stay ``bytes``/PIL.
+Contract: ``score(samples) -> list[ScoreResult]`` returns one result per sample, in order; a sample
+the server rejects carries its ``error``. Lists are cut into ``chunk_size`` chunks sent
+``max_concurrency`` at a time; each chunk is retried (jittered exponential backoff, at least the
+server's ``Retry-After``) for its time budget ``retry_budget_s`` on connection errors, 429/502/503/
+504, a bare 500 from Serve's proxy, replica death and attempt timeouts; any other 4xx is final.
+When the budget runs out the error says so. ``submit(samples)`` returns a ``Future``. Phase hints
+for the hint autoscaling policy: ``expect(n_samples, within_s=None)``, ``rollout_started()``,
+``step_done()`` (advisory: one attempt, ``{"accepted": bool, "reason"?}`` back).
 
-``score(samples) -> list[ScoreResult]`` returns one result per sample, in order; a sample the server
-rejects carries its ``error`` (code + message). Large lists are cut into ``chunk_size`` chunks sent
-``max_concurrency`` at a time. Scoring is idempotent, so retries are safe: each chunk is retried
-with jittered exponential backoff, waiting at least the server's ``Retry-After``, for as long as its
-**time budget** ``retry_budget_s`` (default 120 s) lasts, when
-
-* the server cannot be reached (connection refused/reset: the Serve HTTP proxy restarts in ~30 s),
-* it answers 429, 502, 503 or 504 (overloaded, a replica or the ingress restarting),
-* it answers a 500 that the ingress did not write: Ray Serve's HTTP proxy answers a bare "Internal
-  Server Error" when the ingress actor died under the request (the ingress's own 500s carry
-  ``{"error": ...}``: a bug, not retried),
-* a replica died or was unavailable, or an attempt timed out.
-
-Any other 4xx is final at once. Results always go back to their own sample, in order, however the
-chunks were retried. When the budget runs out the error says so (attempts, seconds, the budget).
+``timeout_s`` bounds one attempt of one chunk, ``connect_timeout_s`` one HTTP connect; the API key
+defaults to ``$RLREWARD_API_KEY``; ``transport=httpx.MockTransport(handler)`` runs the client against
+a function. Every failure raised is a :class:`rlreward.errors.RewardClientError` (tree in
+:mod:`rlreward.errors`), the foreign error attached as ``__cause__``; constructor misuse raises
+``ValueError``. Nothing here imports torch or transformers; ray only in handle mode, on first use.
+The manual: docs/serving.md ("Clients").
 
 >>> client = RewardClient(url="http://127.0.0.1:8000")                      # doctest: +SKIP
 >>> client.score([{"prompt": "2+2?", "response": "4"}])                       # doctest: +SKIP
 [ScoreResult(score=0.73, error=None)]
->>> future = client.submit(samples)   # concurrent.futures.Future[list[ScoreResult]]  # doctest: +SKIP
-
-**Phase hints** for the deployment's autoscaling (:mod:`rlreward.serving.autoscaling`):
-``expect(n_samples, within_s=None)`` when a rollout starts, ``rollout_started()`` (re-announce the last
-expectation), ``step_done()`` once the step's scores are back; ``POST /v1/hints`` over HTTP (with the
-token), the ingress deployment in handle mode. Advisory: one attempt each, ``{"accepted": bool,
-"reason"?}`` back (not accepted by a deployment without the hint policy); errors raise as for ``score``.
-
-Timeouts are values in seconds: ``timeout_s`` bounds one attempt of one chunk, ``connect_timeout_s``
-one HTTP connect. The API key defaults to ``$RLREWARD_API_KEY``. Tests may pass an httpx transport
-(``transport=httpx.MockTransport(handler)``) to run the whole client against a function.
-
-Exceptions (every failure this module raises is one of these; the foreign error — httpx, Ray — is
-attached as ``__cause__``)::
-
-    RewardClientError            base class
-    ├── RewardRequestError       the server refused the request as a whole; retrying will not help
-    │   └── AuthenticationError  401: missing or wrong API key
-    └── RewardServerError        no answer after all retries: unreachable, overloaded, replica
-        │                        died, 5xx; or the server broke the protocol
-        └── RewardTimeoutError   the last attempt timed out
-
-Constructor misuse raises ``ValueError``. Nothing here imports torch or transformers; ray is imported
-only in handle mode, when the first call needs it.
 """
 
 from __future__ import annotations

@@ -2,29 +2,18 @@
 
 ``RewardClient(..., record_trace="run.jsonl")`` (or ``ClientSpec(record_trace=...)`` in an adapter)
 appends, for every request (one chunk of samples) the client sends, one line in the trace format that
-``rlreward tune --trace`` and ``rlreward loadtest --shape trace`` read
-(:mod:`rlreward.offline.tune.workload` documents it)::
+``rlreward tune --trace`` and ``rlreward loadtest --shape trace`` read: a header line, then per
+request ``t`` (seconds since the header's ``t0_unix`` when first sent), ``samples``, ``group``,
+``step``, ``latency_s``, ``ok``, ``errors``, ``retries`` and per-sample ``sizes`` (characters of
+prompt and answer, image width × height). A **group** is a GRPO prompt (same prompt and images,
+same id); ``step`` advances after a pause of ``step_gap_s`` with nothing in flight, or after
+:meth:`TraceRecorder.step_done`.
 
-    {"kind": "header", "format": "rlreward-trace", "version": 1, "t0_unix": 1764745200.1, ...}
-    {"kind": "request", "t": 0.013, "samples": 8, "group": "g0", "step": 0, "tokens": null,
-     "request_id": "4f1c-0", "latency_s": 2.41, "ok": true, "errors": 0, "retries": 0,
-     "sizes": [{"prompt_chars": 640, "response_chars": 172, "images": [[448, 448]], "group": "g0"}, ...]}
-
-``t`` is seconds since ``t0_unix`` (wall clock, so processes appending to one file share the origin)
-when the request was first sent; ``latency_s`` until its results came back (retries included);
-``retries`` the further attempts; ``ok`` false when the client gave up (``error`` names the
-exception class) and ``errors`` counts samples answered with an error. ``sizes`` describes each
-sample: characters of prompt text and of the answer, image width × height (``null`` where unknown without reading a file or a
-URL) and its group. A **group** is a GRPO prompt: samples whose prompt and images are the same get
-the same id (``g0``, ``g1``, ... in order of first appearance); ``group`` at the top is that id when
-every sample of the request has it. ``step`` counts trainer steps: it advances when a request
-starts after ``step_gap_s`` with nothing in flight, or after :meth:`TraceRecorder.step_done`.
-
-No payload is stored: no text, no pixels; prompt identity is kept only as the group id.
-Lines are written (and flushed) when a request finishes, so they are not in ``t`` order; readers
-sort. Thread- and asyncio-safe; several processes may append to one file (each line is one
-``write`` on a file opened for appending). Light: imports only the standard library (and PIL, lazily,
-to read an encoded image's header).
+Contract: no payload is stored (no text, no pixels; prompt identity only as the group id). Lines are
+written (and flushed) when a request finishes, so they are not in ``t`` order; readers sort.
+Thread- and asyncio-safe; several processes may append to one file (each line is one ``write`` on a
+file opened for appending). Light: imports only the standard library (and PIL, lazily, to read an
+encoded image's header). Every field: docs/tuning.md ("Measuring your reward stage").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Write a small generated preference benchmark in the three formats ``rlreward eval`` reads.
+"""Write a generated preference benchmark: four files in three of the formats ``rlreward eval`` reads.
 
     python examples/eval/build_dataset.py .cache/eval-shapes [--pairs 300] [--seed 12345]
 
@@ -17,6 +17,8 @@ tiny model never saw. The same pairs are written as:
   it, the image inline as ``{"bytes", "path"}``.
 
 Images are PNG files under ``images/`` (paths relative to the dataset files), except in the parquet.
+The other formats ``rlreward eval`` reads (``rewardbench``, ``mm-rlhf-rewardbench``, ``best-of-k``) are
+not generated here.
 The order of the two answers is shuffled (seeded), as a benchmark's would be.
 """
 

@@ -1,50 +1,23 @@
-r"""OpenRLHF 0.11.x adapter: remote reward for (vision-)language PPO/GRPO, three ways in.
+"""OpenRLHF 0.11.x adapter: remote reward for (vision-)language PPO/GRPO, three ways in.
 
-OpenRLHF scores each generated sample on its own, from inside the vLLM rollout actor, with::
+OpenRLHF scores each generated sample on its own, from inside the vLLM rollout actor, sending
+``{"query": [...], "prompts": [...], "labels": [...]}`` without images, and needs ``{"rewards",
+"scores", "extra_logs"}`` back, numeric, one entry per query. The three forms:
 
-    {"query": [prompt + response decoded with special tokens], "prompts": [templated prompt], "labels": [label]}
-
-and needs ``{"rewards": [...], "scores": [...], "extra_logs": {...}}`` back, numeric, one entry per
-query: a missing reward or a non-numeric log value crashes training. It never sends the images.
-This module gives it what it needs in each of its three forms:
-
-**Phase hints** (``client.expect``/``step_done``, for the deployment's hint autoscaling policy) are
-not sent from here: OpenRLHF asks for one sample's reward at a time, from the rollout actors, with no
-step boundary visible to a reward function. A training script can send them itself around
-``make_experience`` (``RewardClient(...).expect(rollout_batch_size * n_samples_per_prompt,
-within_s=...)``, then ``step_done()``), or the deployment scales on load alone.
-
-1. **HTTP** (``--reward.remote_url http://rm:8000/get_reward``): the rlreward app's ``POST
-   /get_reward`` route calls :func:`get_reward_endpoint`. Images come from the **label**.
+1. **HTTP** (``--reward.remote_url http://rm:8000/get_reward``): the app's ``POST /get_reward``
+   calls :func:`get_reward_endpoint`; images come from the label.
 2. **Python file** (``--reward.remote_url examples/openrlhf/reward_func.py``): :func:`reward_func`,
-   called in a worker thread with 1-element lists; scores through :class:`rlreward.client.RewardClient`.
-   Images come from the label.
+   scoring through :class:`rlreward.client.RewardClient`; images come from the label.
 3. **Agent executor** (``--train.agent_func_path examples/openrlhf/agent_func.py``):
-   ``RewardAgentExecutor`` generates as OpenRLHF's ``SingleTurnAgentExecutor`` does, then scores
-   the response with **the rollout's own images** (whatever the dataset's ``images`` column held).
+   ``RewardAgentExecutor`` generates as OpenRLHF's ``SingleTurnAgentExecutor`` does and scores the
+   response with the rollout's own images.
 
-Label schema (forms 1 and 2; ``--data.label_key`` names the column): a dict, or its JSON string::
-
-    {"images": [REF, ...], "answer": "42"}      # "ground_truth" / "solution" work as "answer" too
-
-A plain string label is the answer. ``REF`` is a path the *server* may read, an allow-listed URL,
-base64 or a ``data:`` URI (labels travel as JSON: no PIL, no bytes).
-
-How the text is rebuilt from ``query``: runs of image pad tokens that the policy's processor
-expanded (``<|image_pad|>`` × N) collapse to one slot per image; the response is what follows the
-prompt (``prompts[i]``, else the last assistant header ``<|im_start|>assistant\n``), with the
-policy's special tokens (``<|im_end|>``, ``<|endoftext|>``, ...) removed; the prompt's ChatML turns
-become messages, each image slot taking the next label image. Non-ChatML prompts become one user
-turn. The reward model then renders everything with its own chat template.
-
-A sample that cannot be scored (bad label, rejected image, server down) gets ``fallback_reward`` in
-place of the model score and ``extra_logs["rm_error"] = 1.0``; the call itself never fails on a
-per-sample problem, and an empty query list gets empty lists.
-
-Options (:class:`OpenRLHFOptions`) come from the JSON in ``$RLREWARD_OPENRLHF`` (set it in the
-Ray ``runtime_env`` of the trainer, or of the serving app for the HTTP form), e.g.
-``{"fallback_reward": -1.0, "composition": {"model": 1.0, "accuracy": 1.0}, "scores": "accuracy"}``;
-the server address for forms 2 and 3 also from ``$RLREWARD_URL`` / ``$RLREWARD_API_KEY``.
+Contract: the text is rebuilt from ``query`` (image pad runs collapsed, the policy's special tokens
+removed, ChatML turns back to messages, each image slot taking the next label image); a sample that
+cannot be scored gets ``fallback_reward`` and ``extra_logs["rm_error"] = 1.0``, the call never fails
+on a per-sample problem, and an empty query list gets empty lists. Options:
+:class:`OpenRLHFOptions`, JSON in ``$RLREWARD_OPENRLHF``. No phase hints are sent from here (no step
+boundary is visible to a reward function). The manual (label schema, options): docs/trainers.md.
 """
 
 from __future__ import annotations

@@ -5,33 +5,20 @@ TRL calls every reward function once per generation step with the step's whole l
     f(prompts=..., completions=..., completion_ids=..., trainer_state=..., log_extra=..., log_metric=...,
       **dataset_columns) -> list[float | None]
 
-For a vision-language policy the ``prompts`` are conversations whose user turns already hold the
-images as ``{"type": "image", "image": <PIL.Image>}`` blocks (TRL's ``prepare_multimodal_messages``);
-the dataset's ``image`` / ``images`` column is passed too and is used when the prompt has no image
-blocks. The adapter turns the batch into rlreward samples (each distinct image object is PNG-encoded
-once, though a GRPO group repeats it in the request; the server's prefix sharing then runs the
-group's common prefix, image included, once), scores it **in one call**, and returns one reward per
-completion.
+The adapter turns the batch into rlreward samples (images from the prompt's ``{"type": "image"}``
+blocks, else the ``image`` / ``images`` column; each distinct image PNG-encoded once), scores it in
+one call and returns one reward per completion:
 
-* ``None`` for a sample the server rejected (bad image, too long, ...): TRL turns it into NaN and
-  leaves that sample out of this function's reward, instead of biasing it with a made-up number.
-* If the server cannot be reached after the client's retries, the call raises (a training step on
-  no reward is never what you want); ``on_unavailable="none"`` returns ``None`` for all instead.
-* ``__name__`` (default ``"skywork_vl_reward"``) is the metric key: ``rewards/<name>/mean``.
-* **Phase hints** (``phase_hints=True``, the default): TRL exposes the reward stage only as this
-  call — the batch exists once generation is over — so the adapter sends ``expect(len(batch),
-  within_s=hint_within_s)`` just before scoring and ``step_done()`` once the scores are back (the
-  trainer then updates the policy). The deployment's hint policy (``replica.autoscaling.hints``;
-  ``hint_within_s=None`` uses its ``default_within_s``) sizes the pool for the whole batch at once
-  instead of waiting for Serve's windowed metrics, and scales down during the update. There is no
-  earlier moment to announce the burst from a reward function (a ``TrainerCallback`` could, from
-  ``on_step_begin``). Hints are best effort: a deployment without the hint policy ignores them.
+* ``None`` for a sample the server rejected (TRL turns it into NaN and leaves it out);
+* a server unreachable after the client's retries raises (``on_unavailable="none"``: all ``None``);
+* ``__name__`` (default ``"skywork_vl_reward"``) is the metric key ``rewards/<name>/mean``;
+* with ``phase_hints=True`` (default) it sends ``expect(len(batch))`` before scoring and
+  ``step_done()`` after (best effort; ignored by a deployment without the hint policy).
 
 Two forms: :class:`RewardModelReward` (sync ``__call__``) and :class:`AsyncRewardModelReward`
-(``async def __call__``; TRL 1.16 detects it with ``is_async_callable`` and runs it concurrently
-with your other async rewards on its own event loop). Both pickle without their live client.
+(``async def __call__``, run by TRL on its event loop). Both pickle without their live client.
+The manual: docs/trainers.md.
 
->>> from trl import GRPOConfig, GRPOTrainer                                       # doctest: +SKIP
 >>> reward = AsyncRewardModelReward("http://rm:8000")                             # doctest: +SKIP
 >>> trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=GRPOConfig(...),
 ...                       train_dataset=ds)                                       # doctest: +SKIP

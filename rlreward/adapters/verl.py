@@ -1,65 +1,24 @@
 """verl 0.9.x adapter: the served reward model inside verl's reward loop, images included.
 
-verl 0.9 computes rewards in its async *reward loop*: each finished rollout goes, one sample at a
-time, to a CPU ``RewardLoopWorker`` actor whose reward manager awaits ``run_single(data)``. verl's
-own model-reward path sends text only, so keep ``reward.reward_model.enable=False`` (that also keeps
-rewards streaming) and use one of these two entry points; batches form on the server across
-concurrent samples (``@serve.batch``).
+verl 0.9 computes rewards in its async reward loop: each finished rollout goes, one sample at a
+time, to a ``RewardLoopWorker`` actor whose reward manager awaits ``run_single(data)``. verl's own
+model-reward path sends text only (keep ``reward.reward_model.enable=False``); two entry points:
 
-**Phase hints** (``client.expect``/``step_done``, for the deployment's hint autoscaling policy) are
-not sent from here: a reward function or manager sees one sample at a time and no step boundary.
-Send them from your trainer loop (``RewardClient(...).expect(n_prompts * n, within_s=...)`` before
-generation, ``step_done()`` before the update), or scale on load alone.
+1. :func:`compute_score`: a custom reward *function* for verl's ``naive`` manager
+   (``reward.custom_reward_function.path=pkg://rlreward.adapters.verl``, ``name=compute_score``).
+   verl passes it the response only, so the prompt, images and videos come from the row's
+   ``extra_info`` (``prompt`` or ``question``, ``images``, ``videos``; ``<image>``/``<video>``
+   placeholders take them in order).
+2. ``RLRewardManager``: a reward *manager* reading the prompt and the images from the row's
+   ``raw_prompt``; it may add verl's own rule score for the row's ``data_source`` (``rule_weight``).
+   A rule that cannot run fails at startup (or on its first row): a rule term is never silently 0.
 
-1. :func:`compute_score`: a custom reward *function* for the built-in ``naive`` manager::
-
-       reward.custom_reward_function.path=pkg://rlreward.adapters.verl
-       reward.custom_reward_function.name=compute_score
-       +reward.custom_reward_function.reward_kwargs.url=http://rm:8000
-
-   verl passes it the decoded response only, so the prompt and the images must be in the row's
-   ``extra_info`` (put them there at preprocessing)::
-
-       extra_info = {"prompt": str | messages, "images": [REF, ...], "videos": [VIDEO, ...], ...}
-
-   ``prompt`` may contain ``<image>`` and ``<video>`` placeholders (verl's convention) that take the
-   images and videos in order; without placeholders they go before the prompt text. A ``VIDEO`` is
-   what verl's dataset accepts: a video-file path the server may read, a list of frame REFs, or a
-   dict ``{"video": ..., "fps": ..., ...}``. A ``<video>`` placeholder without a video is a
-   per-sample ``invalid_sample`` error (never scored as text). ``question`` is read when
-   there is no ``prompt`` (verl's geo3k preprocessing writes it). A ``REF`` is what rlreward accepts:
-   a path the *server* may read, an allow-listed URL, base64, a ``data:`` URI, bytes, or a
-   datasets image dict ``{"bytes", "path"}``.
-
-2. ``RLRewardManager``: a reward *manager* that reads the prompt and the images straight from the
-   row's ``raw_prompt`` (the chat messages verl built for the policy, PIL images in place); no
-   preprocessing change needed::
-
-       reward.reward_manager.source=importlib
-       reward.reward_manager.name=RLRewardManager
-       reward.reward_manager.module.path=pkg://rlreward.adapters.verl
-       +reward.reward_kwargs.url=http://rm:8000
-
-   It can also add verl's own rule score for the row's ``data_source`` (``rule_weight``, e.g. geo3k
-   accuracy + format) to the model score: the R1V2 mix with verl's verifiers. A rule that cannot run
-   (its package is missing: geo3k's needs ``mathruler``, ``pip install 'rlreward[verl]'``; or verl has
-   no rule for the data source) fails at startup for the data sources of ``data.train_files`` /
-   ``data.val_files`` and of ``rule_data_sources``, and raises on the first row of any other: a rule
-   term is never silently 0.
-
-Options (:class:`VerlRewardOptions`) come from ``reward_kwargs``: the function's
-(``reward.custom_reward_function.reward_kwargs``) or the manager's (``reward.reward_kwargs``).
-
-Neither ever raises into verl for a sample (a missing rule package is an installation error, not a
-sample's: it raises). A sample the server rejects, or a call that fails (server down),
-gets ``fallback_score`` in place of the model score and ``rm_error=1.0``; every sample returns the
-same ``reward_extra_info`` keys (verl stacks them by the first sample's keys):
-``score, rm_score, rm_error, error`` (+ ``accuracy``, ``format`` with those weights, + ``rule`` for
-the manager with ``rule_weight``). ``error`` is ``""`` or ``"<code>: <message>"``: a string, which
-verl dumps with the generations and leaves out of its metrics.
-
-Importing this module does not import verl (nor torch or ray); ``RLRewardManager`` imports verl
-when first accessed.
+Options: :class:`VerlRewardOptions`, from ``reward_kwargs``. Contract: neither raises into verl for
+a sample; a rejected sample or a failed call gets ``fallback_score`` and ``rm_error=1.0``; every
+sample returns the same ``reward_extra_info`` keys (``score, rm_score, rm_error, error`` + the
+weighted terms), ``error`` being ``""`` or ``"<code>: <message>"``. No phase hints are sent from
+here (one sample at a time, no step boundary). Importing this module imports neither verl, torch nor
+ray; ``RLRewardManager`` imports verl when first accessed. The manual: docs/trainers.md.
 """
 
 from __future__ import annotations

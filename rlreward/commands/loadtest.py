@@ -1,36 +1,18 @@
 """``rlreward loadtest``: send RL-shaped traffic to a served app and report the reward stage.
 
-::
+Shapes: ``grpo`` (``--steps`` bursts of ``--prompts`` x ``--group`` samples, one request per group,
+``--update-s`` between), ``stream`` (single-sample requests, ``--samples`` per step over ``--steps``,
+``--concurrency`` in flight) and ``trace`` (replay of a ``record_trace`` JSONL). Targets: ``--url``
+(HTTP) or ``--app-name`` (a handle inside the Ray cluster). The replicas' timeline comes through
+``--ray-address``, or with ``--url`` alone from ``GET /v1/stats`` (awake replica-seconds too);
+``--hints LEAD_S`` acts as a hinting trainer (``expect`` LEAD_S s before each step, ``step_done`` after).
 
-    # GRPO: 5 steps of 16 prompts x 8 completions, one request per group, 10 s trainer update between
-    rlreward loadtest --url http://127.0.0.1:8000 --shape grpo --steps 5 --prompts 16 --group 8 \\
-        --update-s 10 --json grpo.json            # plot: grpo.png
-    # OpenRLHF/verl style: 512 single-sample requests, 64 in flight
-    rlreward loadtest --url http://127.0.0.1:8000 --shape stream --samples 512 --concurrency 64 --json s.json
-    # replay a trace recorded by RewardClient(record_trace=...) in the trainer
-    rlreward loadtest --url http://127.0.0.1:8000 --shape trace --trace run.jsonl --json replay.json
-    # in the Ray cluster (a handle, no HTTP hop), with the Serve timeline
-    rlreward loadtest --app-name rlreward --ray-address auto --shape grpo ... --json grpo.json
-
-The JSON has ``sent`` (samples sent), ``answered`` (samples the server answered: a score or a
-per-sample error), ``errors`` (samples without a score: per-sample errors plus samples of requests
-the client gave up on), ``retries`` (client retry attempts), ``samples_per_s`` (answered samples ÷
-the summed reward-stage time), ``latency_p50_s`` / ``latency_p99_s`` (per request, retries included),
-``steps`` (one object per step: ``reward_stage_s`` = first sample sent → last score back,
-``samples``, ``requests``, ``samples_per_s``, p50/p99, ``retries``, ``errors``, ``t_start``/``t_end``),
-``timeline`` (``[{"t", "replicas", "awake", "queue", "cpu_s"}]``: replicas answering, those not
-asleep, samples queued or being scored on them, their CPU seconds so far), ``replica_seconds``,
-``awake_replica_seconds`` and ``replica_cpu_s`` (over the run),
-``server`` (the replicas' own counters of samples, errors and requests during the run), the plan, the
-command, and the machine load (``os.getloadavg``) at start and end.
-
-The timeline and ``server`` come from the replicas: through the Ray cluster in-cluster (``--app-name``)
-or with ``--ray-address`` (and ``--serve-app`` naming the app when the target is ``--url``); with
-``--url`` alone, from the server's ``GET /v1/stats``. A server without that route gives no timeline
-(null / [], said on stderr) and only the client's counts are reported.
-Every request is also written as a trace (``--record``, default OUT with ``.trace.jsonl``), so a run
-can be replayed with ``--shape trace``. Bad input prints one line and returns 2; a run with failed
-requests returns 1.
+Contract: writes the report to ``--json OUT`` (per-step ``reward_stage_s``, samples/s, latency
+percentiles, retries, errors, the timeline when the replicas' stats are reachable, the machine load), a
+plot (``--plot``, default OUT with ``.png``) and the run's own trace (``--record``, default OUT with
+``.trace.jsonl``). Bad input prints one line and returns 2; a run with failed requests returns 1.
+This module only parses arguments; :mod:`rlreward.offline.loadtest` runs. The manual and the
+report's fields: docs/tuning.md ("Measuring your reward stage").
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
@@ -61,6 +62,41 @@ def settings_header(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class LineProgress:
+    """Progress for a stderr that is no terminal (CI logs, ``2> file``): one plain line every
+    ``interval_s`` seconds and one at the end, instead of a bar redrawn with carriage returns."""
+
+    def __init__(self, total: int, desc: str, unit: str, file: Any, interval_s: float = 10.0) -> None:
+        self.total, self.desc, self.unit, self.file, self.interval_s = total, desc, unit, file, interval_s
+        self.n = 0
+        self._start = self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        elapsed = now - self._start
+        pct = 100.0 * self.n / self.total if self.total else 100.0
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        print(
+            f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct:.0f}%), {rate:.1f} {self.unit}s/s, "
+            f"{elapsed:.0f} s",
+            file=self.file,
+            flush=True,
+        )
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self._line(time.monotonic())
+
+
 class _BadLine:
     def __init__(self, line: int, why: str) -> None:
         self.line, self.why = line, why
@@ -82,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     print(settings_header(scorer.info()), file=sys.stderr)
     bad = {i: s for i, s in enumerate(samples) if isinstance(s, _BadLine)}
     good = [s for s in samples if not isinstance(s, _BadLine)]
-    with tqdm(total=len(samples), desc="scoring", unit="sample", file=sys.stderr, disable=None) as bar:
+    bar_cls = tqdm if sys.stderr.isatty() else LineProgress
+    with bar_cls(total=len(samples), desc="scoring", unit="sample", file=sys.stderr) as bar:
         bar.update(len(bad))
         scored = iter(scorer.score(good, progress=bar.update))
     results = [

@@ -4,30 +4,15 @@ Clients written for OpenAI-compatible servers (vLLM's ``/classify``, ``/pooling`
 chat completions) send message content as *parts*. :func:`from_openai_part` turns one part into
 the item form :mod:`rlreward.engine.preprocess` understands (``{"type": "text"|"image"|"video",
 ...}``); parts already in that form pass through unchanged, so every sample form accepts both.
+``text`` / ``input_text`` / ``output_text`` become text; ``image_url`` (nested or bare, with or
+without ``type``), ``input_image`` and ``image_pil`` become an image; ``video_url`` (a local file or
+a list of frames) and ``video`` frame lists become a video.
 
-==========================================================  =============================================
-part                                                        becomes
-==========================================================  =============================================
-``{"type": "text" | "input_text" | "output_text",           ``{"type": "text", "text": ...}``
-"text": str}``
-``{"type": "image_url", "image_url": {"url": REF}}``        ``{"type": "image", "image": REF}``
-``{"type": "image_url", "image_url": REF}`` (bare string)   the same
-``{"image_url": ...}`` (no ``type``)                        the same
-``{"type": "input_image", "image_url": REF}`` (Responses)   the same
-``{"type": "image_pil", "image_pil": PIL.Image}``           the same (in-process only)
-``{"type": "video_url", "video_url": {"url": PATH}}``       ``{"type": "video", "video": PATH}``
-``{"type": "video_url", "video_url": {"url": [REF, ...]}}`` ``{"type": "video", "video": [REF, ...]}``
-``{"type": "video", "video": [part | {"url": REF} | REF]}`` frames as plain refs
-==========================================================  =============================================
-
-``REF`` keeps every rule of :mod:`rlreward.engine.media`: ``data:`` URIs and base64 always work,
-``http(s)`` URLs only under ``media.allowed_url_prefixes``, local paths (also ``file://``) only
-under the image roots. A video given as one reference must be a local file (the media layer
-decodes files only); a ``data:``/``http(s)`` video is refused here with what to send instead.
-
-Unsupported parts (``input_audio``, ``audio_url``, ``*_embeds``, ``prompt_embeds``, ``file``,
-``refusal``, ...) raise :class:`SampleError` (``bad_content``) for that sample only, naming the
-part and what the model accepts. Pure functions; no I/O, no torch.
+Contract: ``REF`` keeps every rule of :mod:`rlreward.engine.media`; a video given as one reference
+must be a local file (a ``data:``/``http(s)`` video is refused with what to send instead).
+Unsupported parts (``input_audio``, ``audio_url``, ``*_embeds``, ``file``, ``refusal``, ...) raise
+:class:`SampleError` (``bad_content``) for that sample only, naming the part and what the model
+accepts. Pure functions; no I/O, no torch. The table of parts: docs/serving.md ("Samples").
 
 >>> from_openai_part({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}, "m")
 {'type': 'image', 'image': 'data:image/png;base64,AAAA'}

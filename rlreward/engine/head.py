@@ -49,12 +49,21 @@ def resolve_head_file(model: str, head_file: str, revision: str | None = None) -
                 f"'{head_file}' beside the backbone weights; pass --head-file NAME if yours is named otherwise"
             )
         return str(local)
+    if looks_like_a_path(model):
+        raise HeadLoadError(f"model directory {model} does not exist (a hub id is NAME or ORG/NAME)")
     try:
         from huggingface_hub import hf_hub_download
 
         return hf_hub_download(model, head_file, revision=revision)
     except Exception as exc:
-        raise HeadLoadError(f"cannot get {head_file!r} of {model!r} from the hub: {exc}") from exc
+        raise HeadLoadError(
+            f"{model!r} is not a local directory, and {head_file!r} could not be fetched from the hub: {exc}"
+        ) from exc
+
+
+def looks_like_a_path(model: str) -> bool:
+    """Whether ``model`` can only be a local path: a hub id is ``NAME`` or ``ORG/NAME``."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
 
 
 def load_value_head(

@@ -421,11 +421,20 @@ def load_image(
                 ErrorCode.IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}"
             ) from exc
         except Exception as exc:  # PIL raises many types for bad data
-            raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {exc}") from exc
+            raise SampleError(
+                ErrorCode.IMAGE_DECODE, f"cannot decode image: {_decode_reason(exc, src)}"
+            ) from exc
         digest_src = src
     if img.mode != "RGB":
         img = _to_rgb(img)
     return LoadedImage(image=img, digest=hashlib.blake2b(digest_src, digest_size=16).hexdigest())
+
+
+def _decode_reason(exc: Exception, src: bytes) -> str:
+    """What was wrong with ``src``, in words (PIL's messages name the in-memory file object instead)."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return f"not an image format PIL reads ({len(src)} bytes starting {src[:8]!r}); send PNG, JPEG, WebP or GIF"
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", f"the {len(src)}-byte image", str(exc))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

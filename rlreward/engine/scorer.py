@@ -1,6 +1,6 @@
 """The scorer: a list of samples in, a list of :class:`ScoreResult` out, same order.
 
-The score is exactly the one ``DESIGN.md`` defines::
+The score is exactly the model card's (docs/serving.md, "Preprocessing fidelity")::
 
     score(sample) = w · h_L[t] + b        (fp32)
 
@@ -37,7 +37,7 @@ from rlreward.engine.batching import (
     plan_batches,
 )
 from rlreward.engine.config import ScorerConfig, resolve_device_defaults
-from rlreward.engine.head import ValueHead, load_value_head, resolve_head_file
+from rlreward.engine.head import ValueHead, load_value_head, looks_like_a_path, resolve_head_file
 from rlreward.engine.media import VIDEO_READER
 from rlreward.engine.preprocess import VIDEO_ITEM_KEYS, PreparedSample, Preprocessor, processor_bounds
 from rlreward.schema import ErrorCode, SampleError, ScoreResult
@@ -69,10 +69,8 @@ def load_backbone(config: ScorerConfig, device: torch.device, dtype: torch.dtype
 
     from transformers import AutoModelForImageTextToText
 
-    if not Path(config.model).is_dir() and (
-        config.model.startswith((".", "/", "~")) or config.model.count("/") > 1
-    ):
-        raise ModelLoadError(f"model directory {config.model} does not exist")
+    if not Path(config.model).is_dir() and looks_like_a_path(config.model):
+        raise ModelLoadError(f"model directory {config.model} does not exist (a hub id is NAME or ORG/NAME)")
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "revision": config.revision,

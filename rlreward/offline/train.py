@@ -3,23 +3,18 @@
 A random tiny checkpoint (``rlreward make-tiny``) ranks answers at chance. :func:`train_tiny` teaches
 it one visual skill on a generated preference set: a picture of one coloured shape, a question about
 its colour, its shape or both, the true answer as *chosen* and a wrong one as *rejected*
-(:func:`shapes_pairs`). Every colour and shape is chosen as often as it is rejected, so only a model
-that looks at the picture can rank the pairs; text alone sits at 50%. To see the trained model rank
-answers (a demo, a GRPO group), draw pictures with :func:`draw_shape` and ask :data:`QUESTIONS`:
-that is what it learned, and all it learned.
+(:func:`shapes_pairs`; every colour and shape is chosen as often as rejected, so text alone sits at
+50%). Draw pictures with :func:`draw_shape` and ask :data:`QUESTIONS`: that is what it learned.
 
-Training goes through the real scoring path: samples are prepared by :meth:`Scorer.prepare`, padded by
-:func:`rlreward.engine.batching.collate`, and :func:`reward_forward` is :meth:`Scorer.forward` with
-gradients (token embeddings with the image features scattered in, ``backbone.language_model``,
-the post-norm hidden state at the last real token, the fp32 value head). The loss is the
-Bradley-Terry one the Skywork-VL-Reward report uses, ``-log sigmoid(r_chosen - r_rejected)``. As in
-that report the vision transformer stays frozen; the projector (``visual.merger``), the language
-model and the head learn.
+Training goes through the real scoring path (:meth:`Scorer.prepare`,
+:func:`rlreward.engine.batching.collate`, and :func:`reward_forward`, which is :meth:`Scorer.forward`
+with gradients), with the Skywork-VL-Reward report's loss ``-log sigmoid(r_chosen - r_rejected)``
+and its frozen vision transformer (the projector, the language model and the head learn).
 
-The result is saved where it came from: the backbone as a ``Qwen2_5_VLForConditionalGeneration``
-checkpoint (``model.safetensors``; ``lm_head`` kept as it was) and ``value_head.safetensors``, so the
-normal loader (:meth:`Scorer.from_pretrained`) reads it and reproduces the held-out accuracy.
-Deterministic for a given ``seed`` on a given machine (same thread count).
+Contract: the result is saved where it came from (``model.safetensors`` as a
+``Qwen2_5_VLForConditionalGeneration`` checkpoint, ``lm_head`` kept, and ``value_head.safetensors``),
+so :meth:`Scorer.from_pretrained` reads it and reproduces the held-out accuracy. Deterministic for a
+given ``seed`` on a given machine (same thread count).
 
 >>> from rlreward.offline.tiny import make_tiny                                     # doctest: +SKIP
 >>> result = train_tiny(make_tiny("/tmp/tiny-trained"))                      # doctest: +SKIP

@@ -8,24 +8,17 @@ Two policies, both given to Serve as ``autoscaling_config.policy`` by
 * :class:`HintedPolicy` (``hints``): the base policy (Serve's request count, or the sample backlog),
   raised while the trainer has announced a burst and lowered once it says the step is done.
 
-**Phase hints.** The trainer calls ``client.expect(n_samples, within_s=...)`` when a rollout starts,
-``client.rollout_started()`` (re-announce the previous expectation) and ``client.step_done()`` after
-its last score. A hint reaches a :class:`HintBoard` — one small named Ray actor per application
-(:func:`hint_board_name`, namespace :data:`HINT_NAMESPACE`), created by the policy on the controller
-(so it lives and dies with the controller) — through the ingress (``POST /v1/hints``, authenticated
-like every route) or a replica (``RewardReplica.hint``, handle mode). The policy runs synchronously
-on the controller loop every 0.1 s and must not block: it keeps one ``snapshot`` call in flight and
-uses the newest answer (a hint is seen ~one control tick plus one actor call after it is posted;
-measured in BENCHMARKS.md). Replica-reported custom metrics (``record_autoscaling_stats``) were the
-other way to carry a hint; they reach the controller only every ``metrics_interval_s`` (10 s by
-default) and are window-averaged, so a hint would arrive after the burst it announces.
+**Phase hints** (``client.expect``, ``rollout_started``, ``step_done``) reach a :class:`HintBoard` —
+one small named Ray actor per application (:func:`hint_board_name`, namespace
+:data:`HINT_NAMESPACE`), created by the policy on the controller — through the ingress (``POST
+/v1/hints``) or a replica (``RewardReplica.hint``, handle mode). The policy runs on the controller
+loop every 0.1 s and must not block: it keeps one ``snapshot`` call in flight and uses the newest
+answer. Serve still applies ``upscale_delay_s``, the factors and min/max around any policy's desire.
 
-Serve still applies ``upscale_delay_s``, the scaling factors and min/max around any policy's desire:
-with hints, keep ``upscale_delay_s`` short — the hint is the trainer's word, not noise to smooth.
-
-Serve cloudpickles a policy's module by value to the controller, so this module imports only the
-standard library (and ``ray``, lazily, where a policy talks to its board). The pure policy math below
-is also what ``rlreward tune``'s simulator runs (:mod:`rlreward.offline.tune.simulator`).
+Contract: Serve cloudpickles a policy's module by value to the controller, so this module imports
+only the standard library (and ``ray``, lazily, where a policy talks to its board). The pure policy
+math here is also what ``rlreward tune``'s simulator runs. Why a board and not replica metrics, and
+the measured hint latency: docs/tuning.md ("How a hint reaches Serve").
 """
 
 from __future__ import annotations

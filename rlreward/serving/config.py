@@ -333,6 +333,73 @@ class HttpOptions(_Model):
     ingress: IngressOptions = Field(default_factory=IngressOptions, description="The ingress deployment.")
 
 
+class HealthAlerts(_Model):
+    """Alert thresholds of the reward-health statistics (:mod:`rlreward.serving.health`); a step
+    raises a signal when its value is strictly above the threshold."""
+
+    zero_variance_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Zero-variance groups / groups (GRPO: no advantage, no gradient).",
+    )
+    length_corr: float = Field(
+        default=0.7, ge=0, le=1, description="|Spearman(answer tokens, score)|: the reward tracks length."
+    )
+    length_corr_min_samples: int = Field(
+        default=16,
+        ge=3,
+        description="length_corr alerts only on steps with at least this many scored samples.",
+    )
+    duplicate_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="Duplicate answers / scored samples (the policy repeats itself)."
+    )
+    error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Samples answered with an error / samples answered."
+    )
+    canary_drift: float = Field(
+        default=1e-3, ge=0, description="A replica's canary max_abs_drift (scores differ from the first)."
+    )
+
+
+class CanaryOptions(_Model):
+    """A small probe set every replica scores every ``interval_s``; drift against the first scores."""
+
+    interval_s: float = Field(default=30.0, ge=0, description="Seconds between canary runs; 0 = no canaries.")
+    samples: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Probe samples (either sample form, JSON); None = a small generated set (text and "
+        "one image).",
+    )
+
+
+class HealthOptions(_Model):
+    """Reward health (:mod:`rlreward.serving.health`): per-step statistics, alerts, canaries."""
+
+    enabled: bool = Field(default=True, description="Record per-step statistics and run canaries.")
+    step_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Without step_done hints, a step is this many seconds of scoring (from its first "
+        "sample). Once a step_done hint arrives, steps end only at hints.",
+    )
+    step_done_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="With several trainer processes sending step_done, a step closes when as many have "
+        "sent it as in the last step, or this long after the first one.",
+    )
+    ring_steps: int = Field(default=64, ge=1, le=100_000, description="Closed steps kept (oldest dropped).")
+    ring_alerts: int = Field(default=256, ge=1, le=100_000, description="Alerts kept (oldest dropped).")
+    max_samples_per_step: int = Field(
+        default=200_000,
+        ge=1,
+        description="Per-sample records kept per step; samples beyond it are counted in 'dropped' only.",
+    )
+    alerts: HealthAlerts = Field(default_factory=HealthAlerts, description="Alert thresholds.")
+    canary: CanaryOptions = Field(default_factory=CanaryOptions, description="Canary probes.")
+
+
 class AppConfig(_Model):
     """One rlreward application: the scorer plus how it is served. Maps 1:1 to ``configs/*.yaml``."""
 
@@ -349,6 +416,9 @@ class AppConfig(_Model):
     )
     replica: ReplicaOptions = Field(default_factory=ReplicaOptions, description="Replica deployment options.")
     http: HttpOptions = Field(default_factory=HttpOptions, description="HTTP auth and request limits.")
+    health: HealthOptions = Field(
+        default_factory=HealthOptions, description="Reward health: per-step statistics, alerts, canaries."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -1,58 +1,28 @@
 """HTTP API (FastAPI on Ray Serve) in front of the model replicas.
 
-Routes:
+Routes: ``POST /v1/score`` (``{"samples": [...]}`` → ``{"model", "results"}``, ``results[i]`` for
+``samples[i]``, a bad sample failing alone), ``POST /get_reward`` (OpenRLHF's remote-reward
+contract), ``GET /health`` (200 when a replica answers, else 503; never needs the token),
+``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's reward-model API
+(``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
+``/v2/rerank``, converted by :mod:`rlreward.serving.vllm_api`), ``POST /v1/hints`` (the trainer's
+RL-phase hints; ``RewardIngress.post_hint`` for handle callers), ``POST /v1/sleep`` ``{"level": 1|2}`` /
+``POST /v1/wake`` (every replica, :mod:`rlreward.serving.sleep`; ``sleep_replicas`` / ``wake_replicas``),
+``GET /v1/stats`` (sections by owner: ``"replicas"``, each replica's report; ``"reward"``,
+:mod:`rlreward.serving.health`; ``stats_snapshot`` for handle callers), ``GET /dashboard``
+(:mod:`rlreward.serving.dashboard`; both also take HTTP Basic, the token as password) and the OpenAPI
+description (``/openapi.json``, ``/docs``, ``/redoc``), all but ``/health`` behind the token.
 
-* ``POST /v1/score`` ``{"samples": [...]}`` → ``{"model": str, "results": [{"score": float|null,
-  "error": null|{"code", "message"}}]}``; ``results[i]`` belongs to ``samples[i]``. A sample that is
-  not valid gets its own error; the others are scored.
-* ``POST /get_reward``: OpenRLHF's remote-reward contract (``{"query": [...], ...}`` →
-  ``{"rewards": [...], ...}``), implemented by :func:`rlreward.adapters.openrlhf.get_reward_endpoint`
-  over this server's scoring; 501 if that adapter is not installed.
-* ``GET /health``: 200 when a replica answers, else 503. Never needs the token.
-* ``GET /v1/models``: the served model in vLLM's ``ModelCard`` shape (id, created, root,
-  max_model_len, permission), then rlreward's fields (head shape, dtype, device, request limits).
-* ``POST /classify`` (also ``/v1/classify``), ``POST /pooling``, ``POST /score``, ``POST /rerank``
-  (also ``/v1/rerank``, ``/v2/rerank``): vLLM's reward-model
-  API (:mod:`rlreward.serving.vllm_api`), so clients written for vLLM need no code; their errors use
-  vLLM's body ``{"error": {"message", "type", "param", "code"}}`` (401/413/5xx included).
-* ``POST /v1/hints`` ``{"event": "expect"|"rollout_started"|"step_done", "n_samples"?: int,
-  "within_s"?: float, "source"?: str}`` → ``{"accepted": bool, "reason"?: str}``: the trainer's RL-phase
-  hint for the autoscaling policy (:mod:`rlreward.serving.autoscaling`). An application without the
-  hint policy answers ``accepted: false`` with the reason. Authenticated like ``/v1/score``.
-  ``RewardIngress.post_hint`` is the same for handle callers.
-
-* ``POST /v1/sleep`` ``{"level": 1|2}`` (default 1) → ``{"replicas": [...]}`` once every replica
-  sleeps; ``POST /v1/wake`` (empty body or ``{}``) → the same once every replica is awake
-  (:mod:`rlreward.serving.sleep`); 504 if they do not within ``request_timeout_s``.
-  ``GET /v1/stats`` → ``{"replicas": [stats()...]}`` (each live replica's last report: state, pid,
-  RSS, device bytes, cold start and its split). ``RewardIngress.sleep_replicas`` /
-  ``wake_replicas`` / ``stats_snapshot`` are the same for handle callers.
-* ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API description, with the
-  request bodies' JSON schemas (:class:`ScoreRequest`, :class:`GetRewardRequest`). Behind the token
-  like every route but ``/health``.
-
-Request bodies are pydantic models, validated after the size check on the raw body. A new route
-follows the same pattern: a model here, ``await self._body(request, Model)`` in the route,
-``openapi_extra=_openapi_body(Model)`` on its decorator.
-
-Whole-request failures answer ``{"error": {"code", "message"}}`` with:
-
-====  ======================  ==========================================================
-422   ``malformed_request``   body is not JSON, or does not fit the route's request model
-401   ``unauthorized``        missing or wrong ``Authorization: Bearer <token>``
-404   ``not_found``           no such route (``405 method_not_allowed``: wrong method)
-413   ``request_too_large``   body over ``max_request_bytes`` or more samples than allowed
-500   ``internal_error``      a bug in the server (logged); not retried by the clients
-503   ``overloaded``          replicas' queues full (``max_queued_requests``; 429 if configured)
-503   ``unavailable``         no replica could take the request (starting, died, restarting)
-504   ``timeout``             replicas did not answer within ``request_timeout_s``
-====  ======================  ==========================================================
-
-Responses of 429/503/504 carry ``Retry-After``; a dead or restarting replica is always a 503, never a
-500. No response names an absolute server path: the model is reported by its served name and paths in
-error messages are cut to their last component (:func:`redact_paths`). The API key never reaches this
-process as such (:func:`rlreward.serving.config.api_key_digest`). The module imports no torch:
-ingress replicas are light.
+Contract: request bodies are pydantic models, validated after the size check on the raw body (a new
+route: a model here, ``await self._body(request, Model)`` in the route,
+``openapi_extra=_openapi_body(Model)`` on its decorator). Whole-request failures answer
+``{"error": {"code", "message"}}``: 422 ``malformed_request``, 401 ``unauthorized``, 404/405, 413
+``request_too_large``, 503 ``overloaded`` (429 if configured) or ``unavailable``, 504 ``timeout``,
+500 ``internal_error`` only for a server bug; 429/503/504 carry ``Retry-After``, and a dead or
+restarting replica is always a 503. No response names an absolute server path
+(:func:`redact_paths`); the API key never reaches this process as such
+(:func:`rlreward.serving.config.api_key_digest`). The module imports no torch: ingress replicas are
+light. The manual: docs/serving.md ("HTTP API").
 """
 
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views read the route
@@ -77,6 +47,8 @@ from rlreward.schema import ScoreResult
 from rlreward.serving import sleep as sleep_board
 from rlreward.serving import vllm_api
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
+from rlreward.serving.dashboard import dashboard_html
+from rlreward.serving.health import IngressHealth
 
 log = logging.getLogger("rlreward")
 
@@ -210,6 +182,25 @@ async def _await(response: Any) -> Any:
     return await response
 
 
+def _basic_password(credentials: str) -> str:
+    """The password of an HTTP Basic ``credentials`` string ('' if it does not decode)."""
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+class StatsQuery(BaseModel):
+    """Query of ``GET /v1/stats`` and ``GET /dashboard``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1, le=100_000, description="Only the last N closed steps.")
+
+
 class HintRequest(BaseModel):
     """Body of ``POST /v1/hints`` (and of ``RewardIngress.post_hint``): one RL-phase hint."""
 
@@ -270,6 +261,7 @@ class RewardIngress:
         model_name: str,
         api_key_digest: str | None = None,
         sleep_timer: bool = False,
+        health: dict[str, Any] | None = None,
     ) -> None:
         """``api_key_digest``: :func:`~rlreward.serving.config.api_key_digest` of the token, made where
         the app was built; without it the token is read here from ``http_options``' ``api_key``,
@@ -293,15 +285,21 @@ class RewardIngress:
             self._key_digest = digest_of(key) if key else None
         self._http = self._http.model_copy(update={"api_key": None})
         self._info: dict[str, Any] | None = None
+        self._health = IngressHealth(health)
 
     # -- plumbing -----------------------------------------------------------------------------------
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request, basic: bool = False) -> None:
+        """Check the bearer token; ``basic``: also HTTP Basic with the token as password (a browser
+        opening ``/dashboard`` asks for it and sends it on the page's own ``/v1/stats`` calls)."""
         from rlreward.serving.config import api_key_matches
 
         if not self._key_digest:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        if basic and scheme.lower() == "basic" and token:
+            token = _basic_password(token)
+            scheme = "bearer"
         if scheme.lower() != "bearer" or not token:
             raise HttpError(
                 401, "unauthorized", "missing 'Authorization: Bearer <token>' header (api_key is set)"
@@ -341,10 +339,17 @@ class RewardIngress:
         """:meth:`score_samples`, plus each sample's token count (0 where it failed before the model)."""
         if not samples:
             return [], []
-        results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
-        if len(results) != len(samples) or len(tokens) != len(samples):
+        if self._health.enabled:
+            results, tokens, infos = await self._await_replica(
+                self._replica.score_with_health.remote(samples)
+            )
+        else:
+            results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
+            infos = [None] * len(results)
+        if len(results) != len(samples) or len(tokens) != len(samples) or len(infos) != len(samples):
             # would be a replica bug; never hand out misaligned scores
             raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
+        self._health.record(results, infos)
         return results, tokens
 
     async def _await_replica(self, response: Any) -> Any:
@@ -478,6 +483,8 @@ class RewardIngress:
         """Handle-mode entry of ``POST /v1/hints``: validate ``event`` (ValueError if malformed) and
         hand it to this application's hint board."""
         hint = event if isinstance(event, HintRequest) else HintRequest.model_validate(event)
+        if hint.event == "step_done":
+            await self._health.step_done(hint.source)  # reward health: a step ends here
         app_name = serve.get_replica_context().app_name
         answer = await post_hint(app_name, hint.model_dump(exclude_none=True))
         if self._sleep_timer:
@@ -524,18 +531,6 @@ class RewardIngress:
         """Wake every replica; returns ``{"replicas": [...]}`` once all are awake."""
         return await self._sleep_command("wake")
 
-    async def stats_snapshot(self) -> dict[str, Any]:
-        """``GET /v1/stats``'s object: ``{"replicas": [each live replica's last stats() report]}``."""
-        try:
-            replicas = await asyncio.wait_for(
-                sleep_board.replica_reports(serve.get_replica_context().app_name), 10.0
-            )
-        except Exception as exc:
-            raise HttpError(
-                503, "unavailable", f"replica reports unavailable: {type(exc).__name__}; retry", 1.0
-            ) from exc
-        return {"replicas": replicas}
-
     @api.post("/v1/sleep", openapi_extra=_openapi_body(SleepRequest))
     async def sleep(self, request: Request) -> JSONResponse:
         self._authorize(request)
@@ -550,10 +545,42 @@ class RewardIngress:
         _validate(WakeRequest, _parse_json(raw) if raw.strip() else {})
         return JSONResponse(await self._sleep_command("wake"))
 
+    # -- reward health, replicas (GET /v1/stats, GET /dashboard) -----------------------------------------
+    async def stats_snapshot(self, steps: int | None = None) -> dict[str, Any]:
+        """``GET /v1/stats``'s object, one section per owner (handle callers use this method)."""
+        out: dict[str, Any] = {}
+        out["replicas"] = await asyncio.wait_for(
+            sleep_board.replica_reports(serve.get_replica_context().app_name), 10.0
+        )
+        out["reward"] = await self._health.section(steps)
+        return out
+
+    async def _stats(self, request: Request) -> dict[str, Any]:
+        query: StatsQuery = _validate(StatsQuery, dict(request.query_params))
+        try:
+            return await self.stats_snapshot(query.steps)
+        except HttpError:
+            raise
+        except Exception as exc:
+            raise HttpError(
+                503, "unavailable", f"statistics unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+
     @api.get("/v1/stats")
     async def stats(self, request: Request) -> JSONResponse:
-        self._authorize(request)
-        return JSONResponse(await self.stats_snapshot())
+        self._authorize(request, basic=True)
+        return JSONResponse(await self._stats(request))
+
+    @api.get("/dashboard", include_in_schema=False)
+    async def dashboard(self, request: Request) -> HTMLResponse:
+        try:
+            self._authorize(request, basic=True)
+        except HttpError as exc:  # a browser asks for the token (any user name, the token as password)
+            response = error_response(exc.status, exc.code, exc.message)
+            response.headers["WWW-Authenticate"] = 'Basic realm="rlreward", charset="UTF-8"'
+            return response
+        root = request.scope.get("root_path", "").rstrip("/")
+        return HTMLResponse(dashboard_html(await self._stats(request), self._model_name, root + "/v1/stats"))
 
     @api.get("/health")
     async def health(self) -> JSONResponse:

@@ -6,30 +6,20 @@ Contract (what callers and Serve see):
   an image) before the replica takes traffic; a model that cannot score fails the deployment.
 * ``await score(samples) -> list[ScoreResult]``: ``results[i]`` belongs to ``samples[i]``; it never
   raises for bad samples (they get their error result). Each request's handler awaits its own
-  samples' futures, so Serve's accounting (ongoing requests, ``max_ongoing_requests``, backpressure)
-  counts requests exactly as before.
-* **Continuous batching.** The unit of batching is one **sample**. A request's samples are prepared
-  (decode, resize, tokenise) in a thread pool — also while a forward pass runs — and, once all of them
-  are ready, queued together. One engine task per replica runs forward passes back to back: the moment
-  the device frees it cuts the next batch from everything queued (see :func:`cut_batch`: oldest first,
-  samples of one prefix group — a GRPO prompt — kept adjacent, up to the ``max_batch_tokens`` padded
-  budget and ``max_batch_size``, then the rest of any group it started), so samples of concurrent
-  requests (OpenRLHF and verl send one per request) and of one group sent in separate requests share
-  a forward pass and its prefix. There is no wait while the device is busy; when it is idle, the first
-  queued sample waits at most ``batch_wait_timeout_s`` (0 = runs at once) for others. The forward
-  pass runs in a worker thread (``asyncio.to_thread``); the event loop never blocks on the model.
-* ``check_health`` fails when the device cannot score a probe sample, or a forward pass has run for
-  longer than ``stuck_forward_s``; Serve then replaces the replica.
-* ``record_autoscaling_stats`` reports ``backlog_samples`` (samples accepted, not yet answered);
-  :class:`SampleBacklogPolicy` scales on it.
-* Sleep and wake (``sleep(level)``, ``wake()``, the board loop, the phase timer, the cold-start split in
-  ``stats()``): :mod:`rlreward.serving.replica_sleep`.
-* ``stats()`` returns counters and the recent batch compositions (tests and operators read them);
-  ``info()`` is what ``/v1/models`` shows.
-* Metrics (``ray.serve.metrics``, exported with deployment/replica/application tags):
-  ``rlreward_samples`` (by outcome), ``rlreward_sample_errors`` (by code), ``rlreward_tokens``,
-  ``rlreward_batch_samples``, ``rlreward_batch_padded_tokens``, ``rlreward_forward_latency_ms``,
-  ``rlreward_request_latency_ms``, ``rlreward_backlog_samples``.
+  samples' futures, so Serve's accounting (ongoing requests, backpressure) counts requests.
+* **Continuous batching**, per sample: a request's samples are prepared in a thread pool (also while
+  a forward pass runs) and queued together; one engine task runs forward passes back to back, each
+  time cutting the next batch from everything queued (:func:`cut_batch`: oldest first, a prefix
+  group kept together, under ``max_batch_tokens`` and ``max_batch_size``). No wait while the device
+  is busy; when idle, the first sample waits at most ``batch_wait_timeout_s``. The forward pass runs
+  in a worker thread; the event loop never blocks on the model.
+* ``check_health`` fails when the device cannot score a probe, or a forward pass has run longer than
+  ``stuck_forward_s``; Serve then replaces the replica.
+* Sleep and wake (``sleep(level)``, ``wake()``; a request wakes a sleeper; a failed wake makes the
+  replica unhealthy), the board loop, the phase timer, the cold-start split: :mod:`.replica_sleep`.
+* ``record_autoscaling_stats`` reports ``backlog_samples`` (accepted, not yet answered);
+  ``stats()`` returns counters and recent batch compositions; ``info()`` is what ``/v1/models``
+  shows; metrics go out through ``ray.serve.metrics`` (``rlreward_*``; the list: docs/serving.md).
 
 This module imports neither torch nor the scorer at import time: the Serve controller and the
 ingress load it without the model stack.
@@ -120,10 +110,14 @@ class RewardReplica(SleepMixin):
         stuck_forward_s: float = 600.0,
         engine: ScoringEngine | None = None,
         sleep: dict[str, Any] | None = None,
+        health: dict[str, Any] | None = None,
     ):
         """``engine`` (tests): a ready :class:`~rlreward.engine.protocol.ScoringEngine` to serve
         instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``.
-        ``sleep``: :class:`rlreward.serving.config.SleepOptions` (the phase timer), None = no timer."""
+        ``sleep``: :class:`rlreward.serving.config.SleepOptions` (the phase timer), None = no timer.
+        ``health``: :class:`rlreward.serving.config.HealthOptions` and its board's name (canaries)."""
+        from rlreward.serving.health_replica import ReplicaHealth
+
         t0 = time.perf_counter()
         self._init_sleep(sleep)
         if engine is None:
@@ -140,6 +134,7 @@ class RewardReplica(SleepMixin):
         self.scorer = engine
         config = engine.config
         self._pool = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="rlreward-prepare")
+        self._health = ReplicaHealth(health)
         self._device_lock = threading.Lock()  # score_prepared owns the device: one caller at a time
         self._stuck_forward_s = stuck_forward_s
         self._forward_started: float | None = None
@@ -252,6 +247,38 @@ class RewardReplica(SleepMixin):
         self._m_request.observe((time.perf_counter() - t0) * 1000)
         tokens = [p.num_tokens if not isinstance(p, ScoreResult) else 0 for p in prepared]
         return list(results), tokens
+
+    async def score_with_health(
+        self, samples: list[Any]
+    ) -> tuple[list[ScoreResult], list[int], list[list[Any] | None]]:
+        """:meth:`score_with_tokens`, plus each sample's reward-health identity ``[conversation digest,
+        answer digest, answer tokens]`` (None if malformed), computed in the preparation pool."""
+        self._health.ensure_canary(self._canary_score, self.stats)
+        if not isinstance(samples, (list, tuple)):
+            results, tokens = await self.score_with_tokens(samples)
+            return results, tokens, [None] * len(results)
+        tokenizer = getattr(getattr(self.scorer, "processor", None), "tokenizer", None)
+        infos = asyncio.get_running_loop().run_in_executor(
+            self._pool, self._health.sample_infos, tokenizer, samples
+        )
+        results, tokens = await self.score_with_tokens(samples)
+        return results, tokens, await infos
+
+    async def score_alone(self, samples: list[Any]) -> list[ScoreResult]:
+        """Score ``samples`` in a forward pass of their own, never batched with traffic (canaries: the
+        same composition every time, so a change in their scores is a change in the replica)."""
+        loop = asyncio.get_running_loop()
+        prepared = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, self.scorer.prepare, s) for s in samples)
+        )
+        return await asyncio.to_thread(self._forward, list(prepared))
+
+    async def _canary_score(self, samples: list[Any]) -> list[ScoreResult]:
+        """:meth:`score_alone` for the canary loop, once the replica is awake: a canary never wakes a
+        sleeping replica (the sleep would be lost for a probe)."""
+        while self._state != "awake":
+            await asyncio.sleep(1.0)
+        return await self.score_alone(samples)
 
     # -- continuous batching engine ---------------------------------------------------------------
     def _group_key(self, p: Any, request: int, i: int) -> Hashable:
@@ -408,6 +435,7 @@ class RewardReplica(SleepMixin):
     async def check_health(self) -> None:
         """Raise if the replica cannot score (Serve replaces it after repeated failures): its wake from
         sleep failed, or the device cannot score a probe. A sleeping replica is healthy (not probed)."""
+        self._health.ensure_canary(self._canary_score, self.stats)
         self._start_control()
         if self._unhealthy is not None:
             raise RuntimeError(self._unhealthy)

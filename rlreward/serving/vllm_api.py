@@ -3,45 +3,22 @@
 Clients written for a vLLM pooling server (verl's reward loop, in-house RL stacks, ``httpx``/``openai``
 ``client.post``) work unchanged against ``rlreward serve``. Request and response shapes follow vLLM's
 own protocol (``vllm/frontend/entrypoints/pooling/{base,classify,pooling,scoring}/protocol.py``, error
-bodies from ``serve/exception_handling/``); the value is rlreward's reward, exactly what
-``POST /v1/score`` returns for the same conversation.
+bodies from ``serve/exception_handling/``).
 
-Inputs (``/classify``, ``/pooling``):
+Inputs: ``input`` (strings already rendered with the chat template, scored as that text — a vision
+placeholder in it is refused, since text carries no pixels), ``messages`` (one conversation ending
+with the answer, OpenAI content parts as :mod:`rlreward.engine.content` describes), and for
+``/score`` / ``/rerank`` query–document pairs scored as ``[user: query, assistant: document]``.
 
-* ``input``: a string or a list of strings, each **already rendered** with the chat template (what
-  verl sends); scored as that text — the sample form ``{"rendered_text": ...}``. Text carries no
-  pixels, so a vision placeholder in it is refused: send ``messages`` to score images.
-* ``messages``: one OpenAI-style conversation ending with the assistant answer; content parts
-  (``text``/``input_text``, ``image_url`` with a ``data:`` or allow-listed ``http(s)`` URL,
-  ``video_url`` or a frame list) as :mod:`rlreward.engine.content` describes. One result.
-* ``use_activation``: ``false`` → the raw reward; ``true`` → its sigmoid; unset → vLLM's default for a
-  one-label classifier, the sigmoid.
+Contract: the value is exactly what ``POST /v1/score`` returns for the same conversation, raw with
+``use_activation: false``, its sigmoid with ``true`` or unset (vLLM's default for one label);
+``usage`` counts the tokens scored, visual tokens included. Errors are vLLM's body ``{"error":
+{"message", "type", "param", "code"}}``: 400 for a malformed body, an unsupported option or a bad
+input (one bad input of a list fails the request, naming its index and reason), 404 for an unknown
+``model``, 413 over the limits, 500 when the model failed, 503/504 with ``Retry-After``.
 
-``/score``: ``queries`` + ``documents`` (or ``data_1``/``data_2``, ``text_1``/``text_2``,
-``queries``/``items``), 1:1, 1:N or N:N; each pair is scored as the conversation
-``[user: query, assistant: document]`` (a query may be ``{"content": [parts]}`` with images).
-``/rerank`` (``query`` + ``documents``, ``top_n``) ranks the documents by that same value.
-
-Responses::
-
-    /classify  {"id": "classify-…", "object": "list", "created", "model",
-                "data": [{"index", "label": null, "probs": [value], "num_classes": 1}], "usage"}
-    /pooling   {"id": "pooling-…", ..., "data": [{"index", "object": "pooling", "data": [value]}], "usage"}
-    /score     {"id": "score-…", ..., "data": [{"index", "object": "score", "score": value}], "usage"}
-    /rerank    {"id": "score-…", "model", "usage", "results": [{"index", "document", "relevance_score"}]}
-
-``usage`` is ``{"prompt_tokens", "total_tokens", "completion_tokens": 0, "prompt_tokens_details": null}``
-(tokens scored, visual tokens included).
-
-Errors are vLLM's body ``{"error": {"message", "type", "param", "code"}}`` with ``code`` the HTTP
-status: 400 for a malformed body, an unsupported option or a bad input, 404 for an unknown ``model``,
-413 over the server's request limits, 500 when the model failed on an input, 503/504 (with
-``Retry-After``) when no replica answered. vLLM's responses have no per-input error slot, so one bad
-input of a list fails the request with a 400 that names its index and reason (``input[3]:
-image_decode_error: ...``); send inputs one per request (as verl does) to isolate them, or use
-``/v1/score``, where every sample carries its own error.
-
-Pure conversion: no torch, no Ray; the ingress passes the scoring call in.
+Pure conversion: no torch, no Ray; the ingress passes the scoring call in. The manual:
+docs/vllm-api.md.
 """
 
 from __future__ import annotations
@@ -535,7 +512,7 @@ async def rerank(payload: Any, ctx: VllmContext, score_fn: ScoreFn) -> dict[str,
     ranked.sort(key=lambda r: r["relevance_score"], reverse=True)
     n = int(sum(tokens))
     return {
-        "id": f"score-{ctx.request_id or uuid.uuid4().hex}",  # vLLM's scoring handler answers /rerank
+        "id": f"rerank-{ctx.request_id or uuid.uuid4().hex}",  # vLLM's do_rerank: "rerank-" + request id
         "model": ctx.model_name,
         "usage": {"prompt_tokens": n, "total_tokens": n},
         "results": ranked[: req.top_n] if req.top_n else ranked,

@@ -48,15 +48,18 @@ def test_grpo_vl_local_server_ignores_ray_address(tiny_model_dir):
     assert "SCORED" in proc.stdout
 
 
-def test_demo_runs_and_ends_without_raylet_kill_noise(tiny_model_dir):
+def test_demo_runs_on_the_port_it_is_given_and_ends_without_raylet_kill_noise(tiny_model_dir):
+    from tests.integration.conftest import _free_port
+
+    port = _free_port()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples/demo.py"), "--model", tiny_model_dir],
+        [sys.executable, str(ROOT / "examples/demo.py"), "--model", tiny_model_dir, "--port", str(port)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "done in" in proc.stdout
+    assert "done in" in proc.stdout and f"HTTP at http://127.0.0.1:{port}" in proc.stdout
     out = proc.stdout + proc.stderr
     assert "(raylet)" not in out and "killed by `ray.kill`" not in out, out[-3000:]

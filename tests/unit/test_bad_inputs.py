@@ -227,3 +227,20 @@ def test_non_rgb_images_convert_like_the_reference_recipe(strict_scorer, mode):
         {"image": loaded, "min_pixels": ours.config.min_pixels, "max_pixels": ours.config.max_pixels}
     )
     assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("data", [b"hello world" * 3, b"GIF89a" + b"\x00" * 5])
+def test_an_undecodable_image_is_described_not_named_by_its_file_object(scorer, data):
+    sample = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": _b64(data)}, {"type": "text", "text": "x"}],
+            },
+            {"role": "assistant", "content": "y"},
+        ]
+    }
+    (result,) = scorer.score([sample])
+    assert result.error is not None and result.error.code == ErrorCode.IMAGE_DECODE
+    assert "BytesIO" not in result.error.message and " at 0x" not in result.error.message
+    assert "cannot decode image:" in result.error.message

@@ -55,6 +55,17 @@ def test_missing_model_fails_with_a_message(tmp_path):
     r = _cli("score", str(inp), "--model", str(tmp_path / "no-model"))
     assert r.returncode != 0
     assert "error" in r.stderr and "Traceback" not in r.stderr
+    assert "model directory" in r.stderr and "does not exist" in r.stderr and "Repo id" not in r.stderr
+
+
+def test_progress_without_a_terminal_is_plain_lines(tiny_model_dir, tmp_path):
+    """stderr captured (not a terminal, as in CI logs): progress is whole lines, no carriage returns."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"prompt": "q", "response": "a"}\n{"prompt": "q", "response": "b"}\n')
+    r = _cli("score", str(inp), "--model", tiny_model_dir, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr
+    assert "scoring: 2/2 samples (100%)" in r.stderr.splitlines()[-2]
 
 
 def test_make_tiny_is_deterministic(tmp_path):

@@ -174,7 +174,9 @@ def test_rendered_text_scores_exactly_as_the_conversation_it_renders(scorer):
     template_ids = scorer.processor.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
     if isinstance(template_ids, dict) or hasattr(template_ids, "keys"):
         template_ids = template_ids["input_ids"]
-    template_ids = list(template_ids[0]) if template_ids and isinstance(template_ids[0], list) else list(template_ids)
+    template_ids = (
+        list(template_ids[0]) if template_ids and isinstance(template_ids[0], list) else list(template_ids)
+    )
     assert scorer.processor.tokenizer(text, add_special_tokens=False)["input_ids"] == template_ids
     assert by_text.error is None and by_text.score == pytest.approx(by_messages.score, abs=1e-5)
     assert abs(other.score - by_text.score) > 1e-4  # the text is what is scored

@@ -67,7 +67,12 @@ def test_verl_example_dry_run_points_at_the_server(form):
 def test_examples_name_the_real_hugging_face_id():
     # The model's only id on the Hub; an invented one fails on the first `rlreward serve`.
     seen = []
-    for path in [*ROOT.glob("examples/**/*"), *ROOT.glob("configs/*"), ROOT / "README.md"]:
+    for path in [
+        *ROOT.glob("examples/**/*"),
+        *ROOT.glob("configs/*"),
+        ROOT / "README.md",
+        *ROOT.glob("docs/*.md"),
+    ]:
         if path.is_file() and path.suffix in {".py", ".sh", ".md", ".yaml", ".overrides", ""}:
             for ref in re.findall(r"Skywork/[\w.\-]+", path.read_text(errors="replace")):
                 seen.append((path.name, ref))

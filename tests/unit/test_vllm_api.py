@@ -338,7 +338,7 @@ def test_rerank_ranks_the_candidates_by_reward_best_first():
         [{"type": "text", "text": "a cat"}],
         "static",
     ]
-    assert answer["id"] == "score-req-1" and answer["model"] == "skywork-rm"
+    assert answer["id"] == "rerank-req-1" and answer["model"] == "skywork-rm"
     assert answer["usage"] == {"prompt_tokens": 33, "total_tokens": 33}
     assert [r["index"] for r in answer["results"]] == [1, 0, 2]
     assert [r["relevance_score"] for r in answer["results"]] == pytest.approx(

@@ -20,14 +20,9 @@ cadence, window, factors, delays, bounds) is :mod:`.policy`; the policies' desir
   oldest), or ``power_of_two`` with a seeded RNG.
 * **Hints**: seen ``latency_s`` after rollout start (``hint_lead_s`` before the step's first request),
   active until ``latency_s + hold_s`` after step done; then ``release_to`` ("min" or "base").
-* **Sleep** (``serving.sleep``): an idle running replica sleeps ``after_step_done_s`` after its last
-  request, the last step_done it saw and its start, unless a step is announced (its ``expect`` seen);
-  an announcement wakes every sleeping replica, and so does a request routed to one (Serve's router
-  does not know sleep); a wake delays the replica's next service by ``replica.wake_s``. Asleep
-  replicas are placed (``replica_seconds``) but not awake (``awake_replica_seconds``).
+* **Sleep** (:class:`~.policy.SleepSpec`): its timer; an announced step or a request wakes a sleeper.
 
-Simplified away: Ray scheduling, the HTTP proxy's handle, network latency, batch-size effects on
-throughput, drain timeouts, ``max_queued_requests``, ``target_capacity``, failures, and the ingress.
+Simplified away: Ray scheduling, proxy, network, batch-size effects, drain timeouts, failures, ingress.
 """
 
 from __future__ import annotations
