@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -12,8 +13,9 @@ from typing import Any
 
 import torch
 
-from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+from rlreward.commands._options import add_model_arguments, scorer_config_from_args
 from rlreward.engine.config import ScorerConfig
+from rlreward.errors import UsageError
 from rlreward.offline.bench import DEFAULT_SYSTEMS, SYSTEMS
 from rlreward.offline.bench.models import PEAK_TFLOPS, load_bench_model, sample_flops
 from rlreward.offline.bench.report import (
@@ -114,7 +116,7 @@ def _systems(arg: str, no_prefix_sharing: bool) -> list[str]:
     names = [s.strip() for s in arg.split(",") if s.strip()]
     bad = [s for s in names if s not in SYSTEMS]
     if bad or not names:
-        raise CliError(f"unknown system(s) {bad or arg!r}; choose from {', '.join(SYSTEMS)}")
+        raise UsageError(f"unknown system(s) {bad or arg!r}; choose from {', '.join(SYSTEMS)}")
     if no_prefix_sharing and "shared" in names:
         print("--no-prefix-sharing: leaving out the 'shared' system", file=sys.stderr)
         names.remove("shared")
@@ -145,13 +147,16 @@ def run(args: argparse.Namespace) -> int:
 
     names = _systems(args.systems, args.no_prefix_sharing)
     if args.repeats < 1:
-        raise CliError("--repeats must be at least 1")
+        raise UsageError("--repeats must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     atol = args.atol if args.atol is not None else (1e-3 if dtype == torch.float32 else 0.25)
     loadavg_start = _loadavg()
+    family = _other_family(args, device, dtype)
+    if family is not None:
+        return _run_family(args, names, family, device, dtype, atol)
     print(f"building {args.model} ({dtype}, {device}) ...", file=sys.stderr)
     bench = load_bench_model(
         args.model,
@@ -181,23 +186,13 @@ def run(args: argparse.Namespace) -> int:
         return Scorer(cfg(sharing), bench.model.model, bench.new_processor(), head)
 
     unshared = scorer(False)
-    workload = make_workload(
-        args.workload,
-        unshared.preprocessor.tokenizer,
-        prompts=args.prompts,
-        group=args.group,
-        image_tokens=args.image_tokens,
-        completion_tokens=args.completion_tokens,
-        prompt_tokens=args.prompt_tokens,
-        samples=args.samples,
-        seed=args.seed,
-    )
+    workload = make_workload(args.workload, unshared.preprocessor.tokenizer, **_workload_args(args))
     samples = workload.samples
     prepared = [unshared.prepare(s) for s in samples]
     failed = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, PreparedSample)]
     if failed:
         i, res = failed[0]
-        raise CliError(f"sample {i} of the workload cannot be scored: {res.error.message}")
+        raise UsageError(f"sample {i} of the workload cannot be scored: {res.error.message}")
     lengths = [p.num_tokens for p in prepared]
     config = bench.model.config
     merge = config.vision_config.spatial_merge_size**2
@@ -337,3 +332,49 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _workload_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``make_workload``'s keyword arguments from the command line."""
+    keys = ("prompts", "group", "image_tokens", "completion_tokens", "prompt_tokens", "samples", "seed")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _other_family(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> Any:
+    """The family of a ``--model`` directory that is not Qwen2.5-VL + value head (else None)."""
+    if not Path(args.model).is_dir():
+        return None
+    from rlreward.engine.models import detect_family
+
+    cfg = scorer_config_from_args(args).model_copy(update={"model": args.model})
+    family = detect_family(cfg)
+    return None if family.name == "qwen2.5-vl+value-head" else family
+
+
+def _run_family(
+    args: argparse.Namespace,
+    names: list[str],
+    family: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    atol: float,
+) -> int:
+    """``rlreward bench`` on another family: its scorer's systems (:mod:`rlreward.offline.bench.family`)."""
+    from rlreward.offline.bench.family import bench_family, render
+
+    config = scorer_config_from_args(args).model_copy(
+        update={"model": args.model, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
+    )
+    workload = {"kind": args.workload, **_workload_args(args)}
+    try:
+        results, effective = bench_family(config, family, names, workload, repeats=args.repeats, atol=atol)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(render(results, effective))
+    print(f"load avg {_loadavg()}", file=sys.stderr)
+    if args.json:
+        out = {"systems": {n: r.model_dump() for n, r in results.items()}, "effective": effective}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 1 if any(r.status == "mismatch" for r in results.values()) else 0

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         kinds = (HeadLoadError,)
         try:
-            from rlreward.engine.scorer import ModelLoadError
+            from rlreward.engine.models.base import ModelLoadError
 
             kinds += (ModelLoadError,)
         except Exception:

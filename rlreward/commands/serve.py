@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlreward.commands._options import CliError, add_model_arguments
+from rlreward.commands._options import add_model_arguments
+from rlreward.errors import UsageError
 from rlreward.serving.app import deploy
 from rlreward.serving.config import DEFAULT_CONFIG, AppConfig, absolutize, load_app_config
 
@@ -116,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     if not args.model and not args.config:
-        raise CliError("pass --model DIR (or --config YAML naming scorer.model)")
+        raise UsageError("pass --model DIR (or --config YAML naming scorer.model)")
     try:
         cfg = config_from_args(args)
     except (ValueError, FileNotFoundError) as exc:
-        raise CliError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     if args.api_key:
         print(
             "rlreward: warning: --api-key is visible to every user of this machine (ps); "
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     if not Path(cfg.scorer.model).is_dir() and cfg.scorer.model.startswith((".", "/", "~")):
-        raise CliError(
+        raise UsageError(
             f"model directory {cfg.scorer.model} does not exist (build one: rlreward make-tiny DIR)"
         )
 

@@ -31,7 +31,7 @@ import torch
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
 from rlreward.engine.media import PixelBudget, check_path, check_video_file, ensure_video_reader, load_image
-from rlreward.schema import ErrorCode, SampleError
+from rlreward.schema import ErrorCode, SampleError, media_items
 
 _ROLES = {"system", "user", "assistant"}
 
@@ -295,14 +295,15 @@ def processor_bounds(image_processor: Any) -> tuple[int | None, int | None]:
     return get("shortest_edge"), get("longest_edge")
 
 
-def _first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
+def _first_resize(item: dict, width: int | None, height: int | None, patch: int = 14) -> tuple[int, int, str]:
     """(height, width) qwen-vl-utils' ``fetch_image`` resizes an image item to (its own
     ``smart_resize``, with the item's ``resized_height``/``resized_width`` or ``min_pixels``/
-    ``max_pixels``, else its defaults), and how that was decided. Raises ``ValueError`` when the
+    ``max_pixels``, else its defaults), and how that was decided; ``patch`` is qwen-vl-utils'
+    ``image_patch_size`` (14, or 16 for Qwen3-VL). Raises ``ValueError`` when the
     item's ``min_pixels`` is above its ``max_pixels``."""
     from qwen_vl_utils import vision_process as vp
 
-    factor = 14 * vp.SPATIAL_MERGE_SIZE
+    factor = patch * vp.SPATIAL_MERGE_SIZE
     if "resized_height" in item and "resized_width" in item:
         h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
         return h, w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
@@ -314,7 +315,9 @@ def _first_resize(item: dict, width: int | None, height: int | None) -> tuple[in
     return h, w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
 
 
-def _check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
+def _check_item_resize(
+    item: dict, width: int | None, height: int | None, limits: Any, patch: int = 14
+) -> None:
     """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
 
     The first resize honours the item's ``min_pixels``/``resized_height``/``resized_width``, and
@@ -326,7 +329,7 @@ def _check_item_resize(item: dict, width: int | None, height: int | None, limits
     cap = limits.max_image_pixels
     if ("resized_height" in item and "resized_width" in item) or (width is not None and height is not None):
         try:
-            h, w, why = _first_resize(item, width, height)
+            h, w, why = _first_resize(item, width, height, patch)
         except ValueError as exc:
             raise SampleError(ErrorCode.BAD_CONTENT, str(exc)) from exc
         area = h * w
@@ -350,6 +353,11 @@ class Preprocessor:
         self.processor = processor
         self.config = config
         self.rope_index = rope_index
+        #: Family hooks (:mod:`rlreward.engine.models`): qwen-vl-utils' ``image_patch_size``, extra
+        #: keyword arguments of the processor call, and whether videos are accepted at all.
+        self.image_patch_size = 14
+        self.processor_kwargs: dict[str, Any] = {}
+        self.accepts_video = True
         tok = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         self.tokenizer = tok
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -385,7 +393,7 @@ class Preprocessor:
         if not (isinstance(patch, int) and isinstance(merge, int) and lo2 and hi2):
             return 0
         try:
-            h1, w1, _ = _first_resize(item, width, height)
+            h1, w1, _ = _first_resize(item, width, height, self.image_patch_size)
             h2, w2 = vp.smart_resize(h1, w1, factor=patch * merge, min_pixels=lo2, max_pixels=hi2)
         except Exception:
             return 0
@@ -420,7 +428,9 @@ class Preprocessor:
                         budget,
                         lambda w, h, it=item: self.image_tokens(it, w, h),
                     )
-                    _check_item_resize(item, loaded.image.width, loaded.image.height, limits)
+                    _check_item_resize(
+                        item, loaded.image.width, loaded.image.height, limits, self.image_patch_size
+                    )
                     # Vision reuse keys on the pixels the model sees: the same file resized under
                     # other per-item keys is another image.
                     keys = {k: item[k] for k in IMAGE_ITEM_KEYS if k in item}
@@ -428,6 +438,12 @@ class Preprocessor:
                     # The item's own resize keys pass through to qwen-vl-utils; none are added.
                     new_items.append({**item, "image": loaded.image})
                 elif item["type"] == "video":
+                    if not self.accepts_video:
+                        raise SampleError(
+                            ErrorCode.BAD_CONTENT,
+                            "this model family's videos are not supported by rlreward (see docs/models.md); "
+                            "send frames as images",
+                        )
                     new_items.append(self._video_item(item, budget))
                 else:
                     new_items.append(item)
@@ -440,7 +456,7 @@ class Preprocessor:
         extra = {k: v for k, v in item.items() if k not in ("type", "video")}
         if cfg.video_max_pixels is not None and "max_pixels" not in extra:
             extra["max_pixels"] = cfg.video_max_pixels  # the named deviation
-        _check_item_resize(extra, None, None, limits)
+        _check_item_resize(extra, None, None, limits, self.image_patch_size)
         if isinstance(ref, list):
             if len(ref) > limits.max_video_frames:
                 raise SampleError(
@@ -472,30 +488,25 @@ class Preprocessor:
         check_text(texts, limits)
         messages, digests = self._vision_items(messages)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        has_vision = any(
-            isinstance(m["content"], list) and any(i["type"] != "text" for i in m["content"])
-            for m in messages
-        )
+        has_vision = next(media_items(messages), None) is not None
         readers: list[str] = []
         if has_vision:
             has_file = any(
-                isinstance(m["content"], list)
-                and any(i["type"] == "video" and isinstance(i["video"], str) for i in m["content"])
-                for m in messages
+                i["type"] == "video" and isinstance(i["video"], str) for i in media_items(messages)
             )
             reader = ensure_video_reader() if has_file else None
             try:
                 # First resize, literally the card's call (metadata only adds which reader ran).
                 image_inputs, video_pairs, _ = process_vision_info(
-                    messages, return_video_kwargs=True, return_video_metadata=True
+                    messages,
+                    return_video_kwargs=True,
+                    return_video_metadata=True,
+                    image_patch_size=self.image_patch_size,
                 )
             except SampleError:
                 raise
             except Exception as exc:
-                has_video = any(
-                    isinstance(m["content"], list) and any(i["type"] == "video" for i in m["content"])
-                    for m in messages
-                )
+                has_video = any(i["type"] == "video" for i in media_items(messages))
                 raise SampleError(
                     ErrorCode.VIDEO_ERROR if has_video else ErrorCode.IMAGE_DECODE,
                     f"qwen-vl-utils could not process the media: {type(exc).__name__}: {exc}",
@@ -519,6 +530,7 @@ class Preprocessor:
                     videos=video_inputs,
                     padding=False,
                     return_tensors="pt",
+                    **self.processor_kwargs,
                 )
             except Exception as exc:
                 raise SampleError(

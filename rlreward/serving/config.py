@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlreward.engine.config import ScorerConfig
 
+# Deployment names inside an application: defined once, where handle callers (the client) read them.
+from rlreward.transport import INGRESS_DEPLOYMENT as INGRESS_DEPLOYMENT
+from rlreward.transport import REPLICA_DEPLOYMENT as REPLICA_DEPLOYMENT
+
 log = logging.getLogger("rlreward")
 
-#: Deployment names inside an application (the client's handle mode addresses the replica by name).
-REPLICA_DEPLOYMENT = "RewardReplica"
-INGRESS_DEPLOYMENT = "RewardIngress"
 DEFAULT_APP_NAME = "rlreward"
 #: The embedded default configuration (tiny checkpoint, CPU, fractional CPUs).
 DEFAULT_CONFIG = "tiny-cpu.yaml"
@@ -265,8 +265,8 @@ class ReplicaOptions(_Model):
 class ReplicaBatching(_Model):
     """The replica's share of ``scorer.batching`` (:attr:`AppConfig.batching`), sent as Serve's
     ``user_config``: changing ``scorer.batching`` and redeploying retunes running replicas without
-    reloading the model. Not a YAML section of its own any more (one ``batching`` section: the
-    scorer's); a top-level ``batching:`` is still read, with a deprecation warning.
+    reloading the model. Not a YAML section of its own (one ``batching`` section: the scorer's); a
+    top-level ``batching:`` is refused with a message naming ``scorer.batching``.
     """
 
     max_batch_size: int | None = Field(
@@ -422,37 +422,15 @@ class AppConfig(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _move_top_level_batching(cls, data: Any) -> Any:
-        """Read the deprecated top-level ``batching:`` section into ``scorer.batching``."""
-        if not isinstance(data, dict) or "batching" not in data:
-            return data
-        data = dict(data)
-        old = data.pop("batching")
-        if isinstance(old, ReplicaBatching):
-            old = old.model_dump(exclude_unset=True)
-        if old is None:
-            return data
-        if not isinstance(old, dict):
-            raise ValueError("batching must be a mapping (and belongs under scorer.batching)")
-        moved = {k: v for k, v in old.items() if v is not None}
-        scorer = data.get("scorer")
-        if isinstance(scorer, ScorerConfig):
-            scorer = scorer.model_dump(exclude_unset=True)
-        scorer = dict(scorer or {})
-        sb = scorer.get("batching") or {}
-        if not isinstance(sb, dict):
-            sb = sb.model_dump(exclude_unset=True)
-        overridden = {k: (sb[k], v) for k, v in moved.items() if k in sb and sb[k] != v}
-        scorer["batching"] = {**sb, **moved}
-        data["scorer"] = scorer
-        msg = (
-            "config: the top-level 'batching' section is deprecated; there is one batching section, "
-            f"'scorer.batching'. Moved {sorted(moved)} there"
-            + (f" (overriding scorer.batching values {overridden})" if overridden else "")
-            + ". Move these keys under scorer.batching to silence this warning."
-        )
-        warnings.warn(msg, FutureWarning, stacklevel=2)
-        log.warning(msg)
+    def _no_top_level_batching(cls, data: Any) -> Any:
+        """A top-level ``batching:`` section (older configs) is refused, naming where its keys live."""
+        if isinstance(data, dict) and "batching" in data:
+            old = data["batching"]
+            keys = sorted(old) if isinstance(old, dict) else []
+            raise ValueError(
+                "there is no top-level 'batching' section: batching lives under scorer.batching (one section "
+                f"for forward passes and replica batches); move {keys or 'its keys'} there"
+            )
         return data
 
     @property

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from rlreward.errors import awaited
+
 log = logging.getLogger("rlreward")
 
 HEALTH_NAMESPACE = "rlreward"
@@ -549,7 +551,7 @@ class IngressHealth:
         if not self.enabled:
             return
         try:
-            await asyncio.wait_for(_await(self.board().step_done.remote(time.time(), source)), 10.0)
+            await asyncio.wait_for(awaited(self.board().step_done.remote(time.time(), source)), 10.0)
         except Exception as exc:  # the hint still reaches the autoscaler; health just misses a boundary
             self._board = None
             log.warning("reward health: step_done not recorded: %s", exc)
@@ -559,14 +561,10 @@ class IngressHealth:
         if not self.enabled:
             return {"enabled": False, "steps": [], "alerts": [], "canary": {}}
         try:
-            return await asyncio.wait_for(_await(self.board().snapshot.remote(steps)), 10.0)
+            return await asyncio.wait_for(awaited(self.board().snapshot.remote(steps)), 10.0)
         except Exception:
             self._board = None
             raise
-
-
-async def _await(ref: Any) -> Any:
-    return await ref
 
 
 def _has_loop() -> bool:

@@ -2,10 +2,10 @@
 
 Routes: ``POST /v1/score`` (``{"samples": [...]}`` → ``{"model", "results"}``, ``results[i]`` for
 ``samples[i]``, a bad sample failing alone), ``POST /get_reward`` (OpenRLHF's remote-reward
-contract), ``GET /health`` (200 when a replica answers, else 503; never needs the token),
-``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's reward-model API
-(``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
-``/v2/rerank``, converted by :mod:`rlreward.serving.vllm_api`), ``POST /v1/hints`` (the trainer's
+contract, :mod:`rlreward.protocols.openrlhf`), ``GET /health`` (200 when a replica answers, else
+503; never needs the token), ``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's
+reward-model API (``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
+``/v2/rerank``, converted by :mod:`rlreward.protocols.vllm`), ``POST /v1/hints`` (the trainer's
 RL-phase hints; ``RewardIngress.post_hint`` for handle callers), ``POST /v1/sleep`` ``{"level": 1|2}`` /
 ``POST /v1/wake`` (every replica, :mod:`rlreward.serving.sleep`; ``sleep_replicas`` / ``wake_replicas``),
 ``GET /v1/stats`` (sections by owner: ``"replicas"``, each replica's report; ``"reward"``,
@@ -42,10 +42,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlreward.errors import classify_ray_error
+from rlreward.errors import awaited, classify_ray_error
+from rlreward.protocols import vllm
+from rlreward.protocols.openrlhf import GetRewardRequest, get_reward_endpoint
 from rlreward.schema import ScoreResult
 from rlreward.serving import sleep as sleep_board
-from rlreward.serving import vllm_api
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
 from rlreward.serving.dashboard import dashboard_html
 from rlreward.serving.health import IngressHealth
@@ -64,7 +65,7 @@ api = FastAPI(
 
 
 # -- request bodies ---------------------------------------------------------------------------------
-class ScoreRequest(BaseModel):
+class ScoreSamplesRequest(BaseModel):
     """``POST /v1/score``. Each sample is checked on its own by the replica (a bad one gets its own
     error, its neighbours are scored), so the items are free-form here."""
 
@@ -74,18 +75,6 @@ class ScoreRequest(BaseModel):
         description="Samples to score: {prompt, response, images?, videos?} or {messages: [...]}; "
         "results[i] belongs to samples[i]."
     )
-
-
-class GetRewardRequest(BaseModel):
-    """``POST /get_reward``: OpenRLHF's remote reward request (``--reward.remote_url``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    query: str | list[str] = Field(description="Full decoded sequences (prompt + response), one per sample.")
-    prompts: str | list[str | None] | None = Field(
-        default=None, description="The prompt part of each query (may be shorter or missing)."
-    )
-    labels: Any = Field(default=None, description="Per-sample labels (answers, image references); optional.")
 
 
 def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -133,8 +122,8 @@ async def _http_error(_: Request, exc: HttpError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.retry_after_s)
 
 
-@api.exception_handler(vllm_api.VllmError)
-async def _vllm_error(_: Request, exc: vllm_api.VllmError) -> JSONResponse:
+@api.exception_handler(vllm.VllmError)
+async def _vllm_error(_: Request, exc: vllm.VllmError) -> JSONResponse:
     headers = (
         {"Retry-After": str(max(1, round(exc.retry_after_s)))} if exc.retry_after_s is not None else None
     )
@@ -176,10 +165,6 @@ def _parse_json(body: bytes) -> Any:
         raise HttpError(422, "malformed_request", f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise HttpError(422, "malformed_request", "body is nested too deeply") from exc
-
-
-async def _await(response: Any) -> Any:
-    return await response
 
 
 def _basic_password(credentials: str) -> str:
@@ -355,7 +340,7 @@ class RewardIngress:
     async def _await_replica(self, response: Any) -> Any:
         """A replica call's answer; Ray/Serve failures and the timeout become :class:`HttpError`."""
         try:
-            results = await asyncio.wait_for(_await(response), self._http.request_timeout_s)
+            results = await asyncio.wait_for(awaited(response), self._http.request_timeout_s)
         except asyncio.TimeoutError as exc:
             response.cancel()
             raise HttpError(
@@ -382,10 +367,10 @@ class RewardIngress:
                 "send them in chunks (RewardClient does this with chunk_size)",
             )
 
-    @api.post("/v1/score", openapi_extra=_openapi_body(ScoreRequest))
+    @api.post("/v1/score", openapi_extra=_openapi_body(ScoreSamplesRequest))
     async def score(self, request: Request) -> JSONResponse:
         self._authorize(request)
-        body: ScoreRequest = await self._body(request, ScoreRequest)
+        body: ScoreSamplesRequest = await self._body(request, ScoreSamplesRequest)
         self._check_count(len(body.samples), "samples")
         results = await self.score_samples(body.samples)
         out = []
@@ -401,10 +386,6 @@ class RewardIngress:
         self._authorize(request)
         body: GetRewardRequest = await self._body(request, GetRewardRequest)
         self._check_count(1 if isinstance(body.query, str) else len(body.query), "queries")
-        try:
-            from rlreward.adapters.openrlhf import get_reward_endpoint
-        except ImportError as exc:
-            raise HttpError(501, "not_implemented", f"the OpenRLHF adapter is not available: {exc}") from exc
         # The adapter answers a failed scoring call with fallback rewards (OpenRLHF needs numbers); a
         # replica that is dead, restarting or overloaded must instead reach the caller as 503/504 so
         # that it retries: a fallback reward there would be a lost reward.
@@ -428,38 +409,38 @@ class RewardIngress:
             raise unavailable[0]
         return JSONResponse(answer)
 
-    # -- vLLM's reward-model API (rlreward.serving.vllm_api) ------------------------------------------
+    # -- vLLM's reward-model API (rlreward.protocols.vllm) ------------------------------------------
     async def _vllm(self, request: Request, route: Any) -> JSONResponse:
-        """Run a :mod:`~rlreward.serving.vllm_api` route; every failure answers in vLLM's error shape."""
+        """Run a :mod:`~rlreward.protocols.vllm` route; every failure answers in vLLM's error shape."""
         try:
             self._authorize(request)
-            vllm_api.check_content_type(request.headers.get("content-type"))
+            vllm.check_content_type(request.headers.get("content-type"))
             payload = _parse_json(await self._read_body(request))
-            ctx = vllm_api.VllmContext(
+            ctx = vllm.VllmContext(
                 self._model_name, self._http.max_samples_per_request, request.headers.get("x-request-id")
             )
             return JSONResponse(await route(payload, ctx, self.score_samples_with_tokens))
         except HttpError as exc:
-            raise vllm_api.from_http_error(exc.status, exc.message, exc.retry_after_s) from exc
+            raise vllm.from_http_error(exc.status, exc.message, exc.retry_after_s) from exc
 
-    @api.post("/classify", openapi_extra=_openapi_body(vllm_api.InputRequest))
+    @api.post("/classify", openapi_extra=_openapi_body(vllm.InputRequest))
     @api.post("/v1/classify", include_in_schema=False)
     async def vllm_classify(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.classify)
+        return await self._vllm(request, vllm.classify)
 
-    @api.post("/pooling", openapi_extra=_openapi_body(vllm_api.PoolingRequest))
+    @api.post("/pooling", openapi_extra=_openapi_body(vllm.PoolingRequest))
     async def vllm_pooling(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.pooling)
+        return await self._vllm(request, vllm.pooling)
 
-    @api.post("/score", openapi_extra=_openapi_body(vllm_api.ScoreRequest))
+    @api.post("/score", openapi_extra=_openapi_body(vllm.PairScoreRequest))
     async def vllm_score(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.score_pairs)
+        return await self._vllm(request, vllm.score_pairs)
 
-    @api.post("/rerank", openapi_extra=_openapi_body(vllm_api.RerankRequest))
+    @api.post("/rerank", openapi_extra=_openapi_body(vllm.RerankRequest))
     @api.post("/v1/rerank", include_in_schema=False)
     @api.post("/v2/rerank", include_in_schema=False)
     async def vllm_rerank(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.rerank)
+        return await self._vllm(request, vllm.rerank)
 
     # -- API description, behind the token ------------------------------------------------------------
     @api.get("/openapi.json", include_in_schema=False)
@@ -585,7 +566,7 @@ class RewardIngress:
     @api.get("/health")
     async def health(self) -> JSONResponse:
         try:
-            await asyncio.wait_for(_await(self._replica.info.remote()), 10.0)
+            await asyncio.wait_for(awaited(self._replica.info.remote()), 10.0)
         except Exception as exc:
             return error_response(503, "unavailable", f"no reward replica answers: {type(exc).__name__}", 1.0)
         return JSONResponse({"status": "ok", "model": self._model_name})
@@ -595,7 +576,7 @@ class RewardIngress:
         self._authorize(request)
         if self._info is None:
             try:
-                self._info = await asyncio.wait_for(_await(self._replica.info.remote()), 30.0)
+                self._info = await asyncio.wait_for(awaited(self._replica.info.remote()), 30.0)
             except Exception as exc:
                 raise HttpError(
                     503, "unavailable", f"no reward replica answers: {type(exc).__name__}", 1.0
@@ -607,7 +588,9 @@ class RewardIngress:
                 "data": [
                     {
                         # vLLM's ModelCard fields first, rlreward's after them.
-                        **vllm_api.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
+                        **vllm.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
+                        # The reward-model family and the recipe it is scored with (docs/models.md).
+                        "family": info.get("family"),
                         "head_shape": info.get("head_shape"),
                         "hidden_size": info.get("hidden_size"),
                         "dtype": info.get("dtype"),

@@ -152,7 +152,8 @@ class RewardReplica(SleepMixin):
         self._engine_task: asyncio.Task | None = None
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         # Warm-up before traffic: compile kernels, allocate, and prove the model scores.
-        self._probe = self.scorer.prepare(_probe_sample())
+        vision = getattr(getattr(self.scorer, "family", None), "vision", True)  # a text RM: no image
+        self._probe = self.scorer.prepare(_probe_sample(vision))
         if isinstance(self._probe, ScoreResult):
             raise RuntimeError(f"the warm-up sample could not be prepared: {self._probe.error}")
         t_warm = time.perf_counter()
@@ -497,12 +498,15 @@ def _sync_device(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _probe_sample() -> dict[str, Any]:
-    """A small text+image sample (a PIL image: in-process, so no media policy applies)."""
+def _probe_sample(vision: bool = True) -> dict[str, Any]:
+    """A small text+image sample (a PIL image: in-process, so no media policy applies); text only
+    for a text reward model."""
     from PIL import Image
 
-    img = Image.new("RGB", (56, 56), (200, 30, 30))
-    return {"prompt": "What colour is the square?", "response": "It is red.", "images": [img]}
+    sample: dict[str, Any] = {"prompt": "What colour is the square?", "response": "It is red."}
+    if vision:
+        sample["images"] = [Image.new("RGB", (56, 56), (200, 30, 30))]
+    return sample
 
 
 def _replica_context() -> dict[str, Any]:

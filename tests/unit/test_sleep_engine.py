@@ -79,7 +79,8 @@ def test_bad_level_is_refused(own_scorer, level):
 
 
 def test_wake_fails_clearly_when_the_checkpoint_vanished(tiny_model_dir, tmp_path):
-    from rlreward.engine.scorer import ModelLoadError, Scorer
+    from rlreward.engine.models import ModelLoadError
+    from rlreward.engine.scorer import Scorer
 
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny_model_dir, copy)

@@ -51,10 +51,8 @@ def _run(argv: list[str]) -> int:
 
 
 def _app_config():
-    try:
-        from rlreward.serving.config import AppConfig
-    except ImportError:
-        from rlreward.deployment import AppConfig
+    from rlreward.serving.config import AppConfig
+
     return AppConfig
 
 

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from rlreward.errors import UsageError as CliError
+from rlreward.errors import UsageError
 from rlreward.offline.synthetic import WORDS, token_noise_image
 from rlreward.schema import image_data_uri as schema_image_data_uri
 
@@ -33,7 +33,7 @@ def one_token_words(tokenizer: Any) -> list[str]:
 
     words = sorted({w for w in WORDS if n(w) == 1 and n(" " + w) == 1})
     if len(words) < 8:
-        raise CliError("this tokenizer has too few one-token English words to synthesize exact lengths")
+        raise UsageError("this tokenizer has too few one-token English words to synthesize exact lengths")
     return words
 
 
@@ -60,13 +60,14 @@ def make_workload(
     out: list[dict] = []
     if kind == "grpo":
         for p in range(prompts):
-            image, prompt = (
-                schema_image_data_uri(token_noise_image(n_img, seed * 1000 + p)),
-                _text(rng, words, pt),
+            # --image-tokens 0: text only (a text reward model's GRPO groups).
+            images = (
+                {"images": [schema_image_data_uri(token_noise_image(n_img, seed * 1000 + p))]}
+                if n_img > 0
+                else {}
             )
-            out += [
-                {"prompt": prompt, "response": _text(rng, words, c), "images": [image]} for _ in range(group)
-            ]
+            prompt = _text(rng, words, pt)
+            out += [{"prompt": prompt, "response": _text(rng, words, c), **images} for _ in range(group)]
         groups = [list(range(p * group, (p + 1) * group)) for p in range(prompts)]
         params = dict(prompts=prompts, group=group, image_tokens=n_img, completion_tokens=c, prompt_tokens=pt)
     elif kind in ("ppo", "text"):
@@ -91,5 +92,5 @@ def make_workload(
             **({"image_tokens": f"{max(4, n_img // 4)}..{n_img}"} if kind == "ppo" else {}),
         )
     else:
-        raise CliError(f"unknown workload {kind!r}: use grpo, ppo or text")
+        raise UsageError(f"unknown workload {kind!r}: use grpo, ppo or text")
     return Workload(kind, out, groups, params)

@@ -12,7 +12,6 @@ FileNotFoundError naming what is wrong.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -183,10 +182,10 @@ def run_sweep_job(job: SweepJob, say: Say = print) -> dict[str, Any]:
         f"  replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s; "
         f"replicas {job.min_replicas}..{job.max_replicas}; {len(specs)} configurations"
     )
-    from tqdm import tqdm
+    from rlreward.offline.progress import progress
 
     t0 = time.perf_counter()
-    with tqdm(total=len(specs), disable=not sys.stderr.isatty(), unit="cfg", file=sys.stderr) as bar:
+    with progress(len(specs), "simulating", "configuration") as bar:
         points = run_sweep(job.traffic, specs, replica, job.timing, progress=bar.update)
     front = pareto_front(points)
     rec = recommend(points, job.slack)
