@@ -75,6 +75,11 @@ class _Fatal(RewardServerError):
     retryable = False
 
 
+class ReplicaUnhealthy(RuntimeError):
+    """Raised by a replica that cannot score any more (its wake from sleep failed): the call is
+    answered ``unavailable`` (503, retried by the clients) and Serve replaces the replica."""
+
+
 @dataclass(frozen=True)
 class RayFailure:
     """What a failed replica call means for the caller."""
@@ -102,6 +107,12 @@ def classify_ray_error(exc: BaseException) -> RayFailure | None:
     if isinstance(exc, RayActorError) or isinstance(getattr(exc, "cause", None), RayActorError):
         return RayFailure(
             "unavailable", f"a reward replica died or is unavailable ({type(exc).__name__})", 1.0
+        )
+    if isinstance(exc, ReplicaUnhealthy) or isinstance(getattr(exc, "cause", None), ReplicaUnhealthy):
+        return RayFailure(
+            "unavailable",
+            "a reward replica is unhealthy (its wake from sleep failed) and being replaced",
+            1.0,
         )
     if isinstance(exc, RayTaskError):
         return RayFailure("bug", f"{type(exc).__name__}: {exc}")

@@ -100,6 +100,8 @@ class Scorer:
         self.runner = PassRunner(self, config.batching.max_batch_tokens)
         #: Vision attention modules running equal-size windows as one call per layer.
         self.batched_vision_windows = batch_vision_windows(backbone)
+        #: 0 awake, else the level of :meth:`sleep` in effect.
+        self.sleep_level = 0
 
     def _family_limits(self, config: ScorerConfig) -> ScorerConfig:
         """``config`` with what the family's forward cannot do switched off (reported in
@@ -122,6 +124,7 @@ class Scorer:
         family = detect_family(config)
         backbone, processor, head = family.load(config, device, dtype)
         scorer = cls(config, backbone, processor, head, family=family)
+        scorer.load_split = {"device_copy_s": float(getattr(backbone, "rlreward_device_copy_s", 0.0))}
         log.info(
             "rlreward scorer: model=%s family=%s dtype=%s device=%s attn=%s hidden=%d batching=%s",
             config.model,
@@ -428,7 +431,10 @@ class Scorer:
     def score_prepared(
         self, items: Sequence[PreparedSample | ScoreResult], progress: Callable[[int], None] | None = None
     ) -> list[ScoreResult]:
-        """Score already-prepared samples; error results pass through in place."""
+        """Score already-prepared samples; error results pass through in place. A sleeping scorer
+        wakes first (:meth:`wake`)."""
+        if self.sleep_level:
+            self.wake()
         results: list[ScoreResult | None] = [it if isinstance(it, ScoreResult) else None for it in items]
         todo = [i for i, it in enumerate(items) if isinstance(it, PreparedSample)]
         prepared = [items[i] for i in todo]
@@ -446,3 +452,49 @@ class Scorer:
     ) -> list[ScoreResult]:
         """Score ``samples`` (dicts in either form). ``results[i]`` belongs to ``samples[i]``."""
         return self.score_prepared([self.prepare(s) for s in samples], progress=progress)
+
+    # -- sleep and wake (rlreward.engine.sleep) ---------------------------------------------------------
+    def weight_bytes(self) -> int:
+        """Bytes the backbone's and head's parameters hold now (0 while asleep at level 2)."""
+        from rlreward.engine.sleep import parameter_bytes
+
+        return parameter_bytes([self.backbone, self.head])
+
+    def sleep(self, level: int = 1) -> int:
+        """Release the model's memory, keep everything else; returns the parameter bytes released
+        from the device (level 1 on a GPU) or from memory (level 2). Not thread-safe with
+        :meth:`score_prepared` (the caller owns the device). See :mod:`rlreward.engine.sleep`."""
+        from rlreward.engine import sleep as sl
+
+        level = sl.check_level(level)
+        if self.sleep_level >= level:
+            return 0
+        modules = [self.backbone, self.head]
+        self._vision_cache.clear()
+        self.preprocessor.images.clear()  # prepared pixels (host memory) go too
+        size = self.weight_bytes()
+        if level == 1:
+            sl.offload(modules, self.device)
+            released = size if self.device.type == "cuda" else 0
+        else:
+            sl.remember_shapes(modules)
+            released = sl.drop(modules)
+        self.sleep_level = level
+        log.info("rlreward scorer asleep (level %d): %d weight bytes released", level, released)
+        return released
+
+    def wake(self) -> None:
+        """Undo :meth:`sleep`: the same weights back on the device (level 2: reloaded from the
+        checkpoint's files). Scores after a wake are bitwise those before the sleep."""
+        from rlreward.engine import sleep as sl
+
+        if self.sleep_level == 0:
+            return
+        if self.sleep_level == 1:
+            sl.restore([self.backbone, self.head], self.device)
+        else:  # the family's own loader, over the checkpoint's files again
+            fresh, _, head = self.family.load(self.config, self.device, self.dtype)
+            sl.refill(self.backbone, fresh)
+            sl.refill(self.head, head.to(self.device))
+            del fresh, head
+        self.sleep_level = 0

@@ -63,6 +63,7 @@ def build_app(args: dict[str, Any]) -> Application:
             scorer_config=cfg.scorer.model_dump(mode="json"),
             preprocess_threads=cfg.replica.preprocess_threads,
             stuck_forward_s=cfg.replica.stuck_forward_s,
+            sleep=cfg.replica.sleep.model_dump() if cfg.replica.sleep else None,
             health=health,
         )
     )
@@ -85,6 +86,7 @@ def build_app(args: dict[str, Any]) -> Application:
             http_options=http.model_dump(),
             model_name=cfg.served_model_name,
             api_key_digest=api_key_digest(key) if key else None,
+            sleep_timer=cfg.replica.sleep is not None,
             health=health,
         )
     )

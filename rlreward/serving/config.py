@@ -173,6 +173,25 @@ class RayActorOptions(_Model):
         return {k: v for k, v in self.model_dump().items() if v not in (None, {}, [])}
 
 
+class SleepOptions(_Model):
+    """``replica.sleep``: replicas release their memory between reward bursts (:mod:`rlreward.serving.sleep`).
+
+    A replica sleeps at ``level`` ``after_step_done_s`` seconds after the trainer's ``step_done`` hint
+    (and as long after its last request), or after ``after_step_done_s`` idle seconds when no hint is
+    in force; it wakes on ``expect`` / ``rollout_started``, or when a request reaches it."""
+
+    after_step_done_s: float = Field(
+        gt=0,
+        le=86_400,
+        description="Seconds after step_done (or idle without hints) before a replica sleeps.",
+    )
+    level: Literal[1, 2] = Field(
+        default=1,
+        description="1: weights to (pinned) host memory, device memory freed; 2: weights dropped, "
+        "reloaded from the checkpoint's files on wake.",
+    )
+
+
 class ReplicaOptions(_Model):
     """How the model replicas are deployed."""
 
@@ -217,6 +236,11 @@ class ReplicaOptions(_Model):
         default=600.0,
         gt=0,
         description="A forward pass running longer than this fails the health check, so Serve replaces the replica.",
+    )
+    sleep: SleepOptions | None = Field(
+        default=None,
+        description="Sleep between reward bursts, driven by the trainer's hints; None = replicas stay awake "
+        "(POST /v1/sleep still works).",
     )
 
     def to_serve(self) -> dict[str, Any]:

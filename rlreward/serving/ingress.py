@@ -6,8 +6,10 @@ contract, :mod:`rlreward.protocols.openrlhf`), ``GET /health`` (200 when a repli
 503; never needs the token), ``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's
 reward-model API (``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
 ``/v2/rerank``, converted by :mod:`rlreward.protocols.vllm`), ``POST /v1/hints`` (the trainer's
-RL-phase hints; ``RewardIngress.post_hint`` for handle callers), ``GET /v1/stats`` (sections by owner;
-``"reward"``: :mod:`rlreward.serving.health`; ``stats_snapshot`` for handle callers), ``GET /dashboard``
+RL-phase hints; ``RewardIngress.post_hint`` for handle callers), ``POST /v1/sleep`` ``{"level": 1|2}`` /
+``POST /v1/wake`` (every replica, :mod:`rlreward.serving.sleep`; ``sleep_replicas`` / ``wake_replicas``),
+``GET /v1/stats`` (sections by owner: ``"replicas"``, each replica's report; ``"reward"``,
+:mod:`rlreward.serving.health`; ``stats_snapshot`` for handle callers), ``GET /dashboard``
 (:mod:`rlreward.serving.dashboard`; both also take HTTP Basic, the token as password) and the OpenAPI
 description (``/openapi.json``, ``/docs``, ``/redoc``), all but ``/health`` behind the token.
 
@@ -44,6 +46,7 @@ from rlreward.errors import awaited, classify_ray_error
 from rlreward.protocols import vllm
 from rlreward.protocols.openrlhf import GetRewardRequest, get_reward_endpoint
 from rlreward.schema import ScoreResult
+from rlreward.serving import sleep as sleep_board
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
 from rlreward.serving.dashboard import dashboard_html
 from rlreward.serving.health import IngressHealth
@@ -208,6 +211,26 @@ class HintRequest(BaseModel):
         return self
 
 
+class SleepRequest(BaseModel):
+    """Body of ``POST /v1/sleep`` (and of ``RewardIngress.sleep_replicas``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        strict=True,
+        description="1: weights to host memory, device memory freed; 2: weights dropped, reloaded on wake.",
+    )
+
+
+class WakeRequest(BaseModel):
+    """Body of ``POST /v1/wake``: empty, or ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # Helpers the class uses are defined above it: serve.ingress serialises the class when it decorates it.
 class RewardIngress:
     """FastAPI ingress; ``replica`` is the ``RewardReplica`` deployment handle.
@@ -222,6 +245,7 @@ class RewardIngress:
         http_options: dict[str, Any],
         model_name: str,
         api_key_digest: str | None = None,
+        sleep_timer: bool = False,
         health: dict[str, Any] | None = None,
     ) -> None:
         """``api_key_digest``: :func:`~rlreward.serving.config.api_key_digest` of the token, made where
@@ -231,6 +255,7 @@ class RewardIngress:
         from rlreward.serving.config import api_key_digest as digest_of
 
         self._replica = replica
+        self._sleep_timer = sleep_timer  # replica.sleep is configured: hints drive the replicas' sleep
         self._http = HttpOptions.model_validate(http_options)
         self._model_name = model_name
         self._key_digest = api_key_digest
@@ -441,7 +466,13 @@ class RewardIngress:
         hint = event if isinstance(event, HintRequest) else HintRequest.model_validate(event)
         if hint.event == "step_done":
             await self._health.step_done(hint.source)  # reward health: a step ends here
-        return await post_hint(serve.get_replica_context().app_name, hint.model_dump(exclude_none=True))
+        app_name = serve.get_replica_context().app_name
+        answer = await post_hint(app_name, hint.model_dump(exclude_none=True))
+        if self._sleep_timer:
+            await asyncio.wait_for(sleep_board.post_phase_hint(app_name, hint.event), 10.0)
+            if not answer.get("accepted"):  # no hint policy, but the replicas' sleep timers take it
+                answer = {"accepted": True, "used_by": ["sleep"]}
+        return answer
 
     @api.post("/v1/hints", openapi_extra=_openapi_body(HintRequest))
     async def hints(self, request: Request) -> JSONResponse:
@@ -455,10 +486,53 @@ class RewardIngress:
             ) from exc
         return JSONResponse(answer)
 
+    # -- sleep, wake, stats (rlreward.serving.sleep) ----------------------------------------------------
+    async def _sleep_command(self, action: str, level: int = 1) -> dict[str, Any]:
+        timeout = self._http.request_timeout_s
+        try:
+            return await sleep_board.run_command(
+                serve.get_replica_context().app_name, action, level, timeout_s=timeout
+            )
+        except TimeoutError as exc:
+            raise HttpError(504, "timeout", redact_paths(str(exc)), 1.0) from exc
+        except RuntimeError as exc:  # a replica failed the command (a failed wake: it is being replaced)
+            raise HttpError(503, "unavailable", redact_paths(f"{exc}; retry"), 1.0) from exc
+        except Exception as exc:  # the board could not be reached
+            raise HttpError(
+                503, "unavailable", f"sleep board unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+
+    async def sleep_replicas(self, level: int = 1) -> dict[str, Any]:
+        """Put every replica of this application to sleep at ``level``; returns ``{"replicas": [...]}``
+        once all are asleep. ValueError for a bad level; :class:`HttpError` 503/504 otherwise."""
+        body = SleepRequest.model_validate({"level": level})
+        return await self._sleep_command("sleep", body.level)
+
+    async def wake_replicas(self) -> dict[str, Any]:
+        """Wake every replica; returns ``{"replicas": [...]}`` once all are awake."""
+        return await self._sleep_command("wake")
+
+    @api.post("/v1/sleep", openapi_extra=_openapi_body(SleepRequest))
+    async def sleep(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        raw = await self._read_body(request)
+        body: SleepRequest = _validate(SleepRequest, _parse_json(raw) if raw.strip() else {})
+        return JSONResponse(await self._sleep_command("sleep", body.level))
+
+    @api.post("/v1/wake", openapi_extra=_openapi_body(WakeRequest))
+    async def wake(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        raw = await self._read_body(request)
+        _validate(WakeRequest, _parse_json(raw) if raw.strip() else {})
+        return JSONResponse(await self._sleep_command("wake"))
+
     # -- reward health, replicas (GET /v1/stats, GET /dashboard) -----------------------------------------
     async def stats_snapshot(self, steps: int | None = None) -> dict[str, Any]:
         """``GET /v1/stats``'s object, one section per owner (handle callers use this method)."""
         out: dict[str, Any] = {}
+        out["replicas"] = await asyncio.wait_for(
+            sleep_board.replica_reports(serve.get_replica_context().app_name), 10.0
+        )
         out["reward"] = await self._health.section(steps)
         return out
 

@@ -16,6 +16,7 @@ branches on the family.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,10 @@ def load_pretrained(cls: Any, config: ScorerConfig, dtype: torch.dtype, **extra:
 def freeze(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     module.requires_grad_(False)
     module.eval()
-    return module.to(device)
+    t0 = time.perf_counter()
+    module = module.to(device)
+    module.rlreward_device_copy_s = time.perf_counter() - t0  # the cold-start split (/v1/stats)
+    return module
 
 
 def pooled_scores(

@@ -40,7 +40,9 @@ def load_backbone(config: ScorerConfig, device: torch.device, dtype: torch.dtype
     """Load the vision-language backbone without its ``lm_head``; returns the inner ``*Model``."""
     from transformers import AutoModelForImageTextToText
 
-    full = load_pretrained(AutoModelForImageTextToText, config, dtype)
+    # On a GPU, straight to the device (no full host copy; the `.to(device)` below is then a no-op).
+    to_gpu = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
+    full = load_pretrained(AutoModelForImageTextToText, config, dtype, **to_gpu)
     backbone = full.model  # *VLModel: vision tower + language model, no lm_head
     del full
     return freeze(backbone, device)
