@@ -10,9 +10,9 @@ TRAINED ?= .cache/tiny-trained
 PYTEST_ARGS ?=
 PORT ?= 0
 
-.PHONY: setup demo test test-unit test-integration docs-test lint tiny bench clean
+.PHONY: setup chromium demo test test-unit test-integration docs-test lint tiny bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
 
 $(STAMP): pyproject.toml requirements-dev.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,17 @@ $(STAMP): pyproject.toml requirements-dev.txt requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Headless Chromium (Debian's package) for the /dashboard page test; installed as root, else explained.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "note: chromium is not installed; the dashboard test will be skipped."; \
+		echo "      install it with: sudo apt-get update && sudo apt-get install -y chromium"; \
+	fi
 
 $(TINY)/value_head.safetensors: $(STAMP)
 	$(BIN)/rlreward make-tiny $(TINY)

@@ -83,12 +83,6 @@ def _wait(app: str, dep: str, timeout_s: float = 120.0) -> tuple[float | None, f
     return asked, None
 
 
-def _until_one(app: str, dep: str) -> None:
-    t0 = time.perf_counter()
-    while _counts(app, dep) != (1, 1) and time.perf_counter() - t0 < 120:
-        time.sleep(0.1)
-
-
 def trial(path: str, model: str | None) -> dict[str, Any]:
     import ray
 

@@ -1,27 +1,27 @@
-"""Clients of a running rlreward server: :class:`RewardClient` (sync) and :class:`AsyncRewardClient`.
+"""Clients of a running rlreward server: :class:`RewardClient` (sync, thread-safe) and
+:class:`AsyncRewardClient` (one per event loop), over HTTP (``url=``) or a Ray Serve handle
+(``app_name=``, inside the cluster); the transports are :mod:`rlreward.transport`.
 
-Two transports behind one interface, chosen by the constructor: **HTTP** from anywhere
-(``RewardClient(url="http://head:8000", api_key=...)``, ``POST /v1/score``), or a **Ray handle**
-from a job on the serving cluster (``RewardClient(app_name="rlreward")``: no HTTP hop, no JSON).
+``score(samples) -> list[ScoreResult]``: one result per sample, in order; a sample the server rejects
+carries its ``error``. Lists are cut into ``chunk_size`` chunks, ``max_concurrency`` in flight; each
+chunk is retried (jittered exponential backoff, at least the server's ``Retry-After``) for as long as
+its time budget ``retry_budget_s`` (default 120 s) lasts when the server is unreachable, answers
+429/502/503/504 or a 500 that Ray Serve's proxy wrote for a dead ingress, a replica died, or an
+attempt timed out; any other 4xx is final (the error says when the budget ran out). ``submit``
+returns a ``concurrent.futures.Future``.
 
-Contract: ``score(samples) -> list[ScoreResult]`` returns one result per sample, in order; a sample
-the server rejects carries its ``error``. Lists are cut into ``chunk_size`` chunks sent
-``max_concurrency`` at a time; each chunk is retried (jittered exponential backoff, at least the
-server's ``Retry-After``) for its time budget ``retry_budget_s`` on connection errors, 429/502/503/
-504, a bare 500 from Serve's proxy, replica death and attempt timeouts; any other 4xx is final.
-When the budget runs out the error says so. ``submit(samples)`` returns a ``Future``. Phase hints
-for the hint autoscaling policy: ``expect(n_samples, within_s=None)``, ``rollout_started()``,
-``step_done()`` (advisory: one attempt, ``{"accepted": bool, "reason"?}`` back).
+One attempt each, errors as for ``score``: ``models()``; ``stats()`` (``GET /v1/stats``);
+``sleep(level=1)`` / ``wake()`` (``POST /v1/sleep`` / ``/v1/wake``); the autoscaling phase hints
+``expect(n_samples, within_s=None)``, ``rollout_started()``, ``step_done()`` (``POST /v1/hints``,
+advisory: ``{"accepted": bool, "reason"?}``). In handle mode the ingress's ``stats_snapshot``,
+``sleep_replicas``, ``wake_replicas`` and ``post_hint`` answer them.
 
-``timeout_s`` bounds one attempt of one chunk, ``connect_timeout_s`` one HTTP connect; the API key
-defaults to ``$RLREWARD_API_KEY``; ``transport=httpx.MockTransport(handler)`` runs the client against
-a function. Every failure raised is a :class:`rlreward.errors.RewardClientError` (tree in
-:mod:`rlreward.errors`), the foreign error attached as ``__cause__``; constructor misuse raises
-``ValueError``. Nothing here imports torch or transformers; ray only in handle mode, on first use.
-The manual: docs/serving.md ("Clients").
-
->>> client = RewardClient(url="http://127.0.0.1:8000")                      # doctest: +SKIP
->>> client.score([{"prompt": "2+2?", "response": "4"}])                       # doctest: +SKIP
+Every failure is a :class:`RewardClientError` (the tree, once, in :mod:`rlreward.errors`); constructor
+misuse is a ``ValueError``. Clients pickle (live connections are rebuilt on first use). ``timeout_s``
+bounds one attempt; the API key defaults to ``$RLREWARD_API_KEY``; ``transport=httpx.MockTransport``
+runs the client against a function (tests). No torch or transformers; ray only in handle mode.
+Manual: docs/client.md, docs/serving.md.
+>>> RewardClient(url="http://127.0.0.1:8000").score([{"prompt": "2+2?", "response": "4"}])  # doctest: +SKIP
 [ScoreResult(score=0.73, error=None)]
 """
 
@@ -39,16 +39,14 @@ from typing import Any
 
 from rlreward.errors import (
     AuthenticationError,
-    RayFailure,
     RewardClientError,
     RewardRequestError,
     RewardServerError,
     RewardTimeoutError,
-    _Fatal,
-    classify_ray_error,
 )
-from rlreward.schema import ScoreResult, image_data_uri
+from rlreward.schema import ScoreResult
 from rlreward.trace import TraceRecorder, note_retry
+from rlreward.transport import REPLICA_DEPLOYMENT, HandleTransport, HttpTransport, Transport
 
 log = logging.getLogger("rlreward.client")
 
@@ -61,244 +59,6 @@ __all__ = [
     "RewardServerError",
     "RewardTimeoutError",
 ]
-
-#: Name of the model deployment inside an rlreward application (see rlreward.serving.config).
-REPLICA_DEPLOYMENT = "RewardReplica"
-#: Name of the HTTP ingress deployment (it also takes handle-mode phase hints).
-INGRESS_DEPLOYMENT = "RewardIngress"
-#: One hint is one attempt of at most this long: a late hint is worth little, and hints are advisory.
-HINT_TIMEOUT_S = 10.0
-_RETRY_STATUS = {429, 502, 503, 504}
-
-
-# -- JSON encoding of in-process image references ----------------------------------------------------
-def _jsonable(obj: Any) -> Any:
-    """bytes → base64 text and PIL images → base64 PNG, recursively (HTTP carries JSON only)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bytes, bytearray, memoryview)) or (
-        type(obj).__module__.startswith("PIL.") and hasattr(obj, "save")
-    ):
-        return image_data_uri(obj)
-    return obj
-
-
-def _error_body(response: Any) -> tuple[str | None, str]:
-    try:
-        err = response.json().get("error") or {}
-        return err.get("code"), err.get("message") or response.text[:500]
-    except Exception:
-        return None, response.text[:500]
-
-
-def _retry_after(response: Any) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None if absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
-
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _is_proxy_500(response: Any) -> bool:
-    """A 500 that the ingress did not write: Ray Serve's HTTP proxy answers a bare "Internal Server
-    Error" when the ingress actor died under the request (it sends no body for a ``RayActorError``),
-    while every 500 of the ingress itself carries ``{"error": {"code", "message"}}`` (a bug: final)."""
-    if response.status_code != 500:
-        return False
-    try:
-        body = response.json()
-    except ValueError:
-        return True
-    return not (isinstance(body, dict) and isinstance(body.get("error"), dict))
-
-
-# -- transports: the one place where foreign errors are translated -----------------------------------
-class _HttpTransport:
-    def __init__(
-        self,
-        url: str,
-        api_key: str | None,
-        timeout_s: float,
-        connect_timeout_s: float,
-        transport: Any = None,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.timeout = (timeout_s, connect_timeout_s)
-        self.transport = transport  # an httpx (Async)BaseTransport, or None for httpx's own
-        self._sync: Any = None
-        self._lock = threading.Lock()
-
-    def _timeout(self) -> Any:
-        import httpx
-
-        return httpx.Timeout(self.timeout[0], connect=self.timeout[1])
-
-    def sync_client(self) -> Any:
-        import httpx
-
-        with self._lock:
-            if self._sync is None:
-                self._sync = httpx.Client(
-                    base_url=self.url, headers=self.headers, timeout=self._timeout(), transport=self.transport
-                )
-            return self._sync
-
-    def new_async_client(self) -> Any:
-        import httpx
-
-        return httpx.AsyncClient(
-            base_url=self.url, headers=self.headers, timeout=self._timeout(), transport=self.transport
-        )
-
-    @staticmethod
-    def body(chunk: Sequence[Any]) -> dict[str, Any]:
-        return {"samples": _jsonable(list(chunk))}
-
-    def results(self, response: Any, n: int) -> list[ScoreResult]:
-        """Map an HTTP response to results, or raise the translated error."""
-        status = response.status_code
-        if status == 200:
-            try:
-                data = response.json()
-                results = [ScoreResult.model_validate(r) for r in data["results"]]
-            except Exception as exc:
-                raise _Fatal(
-                    f"{self.url} answered 200 with an unexpected body: {exc}", status_code=200
-                ) from exc
-            if len(results) != n:
-                raise _Fatal(f"{self.url} returned {len(results)} results for {n} samples", status_code=200)
-            return results
-        code, message = _error_body(response)
-        text = f"{self.url}/v1/score answered {status}" + (f" {code}" if code else "") + f": {message}"
-        if status == 401 or status == 403:
-            raise AuthenticationError(
-                text + " (pass api_key= or set RLREWARD_API_KEY)", status_code=status, code=code
-            )
-        if status in _RETRY_STATUS or _is_proxy_500(response):
-            raise RewardServerError(text, status_code=status, code=code, retry_after_s=_retry_after(response))
-        if 400 <= status < 500:
-            raise RewardRequestError(text, status_code=status, code=code)
-        raise _Fatal(text, status_code=status, code=code)
-
-    def translate(self, exc: BaseException) -> RewardClientError:
-        import httpx
-
-        if isinstance(exc, RewardClientError):
-            return exc
-        if isinstance(exc, httpx.TimeoutException):
-            return RewardTimeoutError(
-                f"{self.url}: no answer within {self.timeout[0]}s ({type(exc).__name__})"
-            )
-        if isinstance(exc, httpx.TransportError):
-            return RewardServerError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}")
-        return _Fatal(f"request to {self.url} failed: {type(exc).__name__}: {exc}")
-
-    def score(self, chunk: Sequence[Any]) -> list[ScoreResult]:
-        response = self.sync_client().post("/v1/score", json=self.body(chunk))
-        return self.results(response, len(chunk))
-
-    async def ascore(self, client: Any, chunk: Sequence[Any]) -> list[ScoreResult]:
-        response = await client.post("/v1/score", json=self.body(chunk))
-        return self.results(response, len(chunk))
-
-    def close(self) -> None:
-        with self._lock:
-            if self._sync is not None:
-                self._sync.close()
-                self._sync = None
-
-
-class _HandleTransport:
-    def __init__(self, app_name: str, deployment: str, ray_address: str | None, timeout_s: float) -> None:
-        self.app_name, self.deployment, self.ray_address, self.timeout_s = (
-            app_name,
-            deployment,
-            ray_address,
-            timeout_s,
-        )
-        self._handle: Any = None
-        self._lock = threading.Lock()
-
-    def handle(self) -> Any:
-        with self._lock:
-            if self._handle is None:
-                import ray
-                from ray import serve
-
-                if not ray.is_initialized():
-                    ray.init(address=self.ray_address or "auto", log_to_driver=False)
-                self._handle = serve.get_deployment_handle(self.deployment, app_name=self.app_name)
-            return self._handle
-
-    def ingress(self) -> Any:
-        """The application's ingress deployment (phase hints go there)."""
-        from ray import serve
-
-        self.handle()  # joins the cluster if needed
-        return serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=self.app_name)
-
-    def check(self, results: Any, n: int) -> list[ScoreResult]:
-        if not isinstance(results, list) or len(results) != n:
-            got = len(results) if isinstance(results, list) else type(results).__name__
-            raise _Fatal(f"app {self.app_name!r} returned {got} results for {n} samples")
-        return results
-
-    def translate(self, exc: BaseException) -> RewardClientError:
-        if isinstance(exc, RewardClientError):
-            return exc
-        where = f"app {self.app_name!r} ({self.deployment})"
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # GetTimeoutError is a TimeoutError
-            return RewardTimeoutError(f"{where}: no answer within {self.timeout_s}s")
-        failure = classify_ray_error(exc)
-        if failure is None and isinstance(exc, ValueError) and "application" in str(exc).lower():
-            # get_deployment_handle on an app that is not deployed (yet)
-            failure = RayFailure("unavailable", str(exc))
-        if failure is None or failure.kind == "bug":
-            return _Fatal(f"{where} failed: {type(exc).__name__}: {exc}")
-        return RewardServerError(
-            f"{where}: {failure.message}", code=failure.kind, retry_after_s=failure.retry_after_s
-        )
-
-    def score(self, chunk: Sequence[Any]) -> list[ScoreResult]:
-        response = self.handle().score.remote(list(chunk))
-        try:
-            return self.check(response.result(timeout_s=self.timeout_s), len(chunk))
-        except TimeoutError:
-            response.cancel()
-            raise
-
-    async def ascore(self, chunk: Sequence[Any]) -> list[ScoreResult]:
-        response = self.handle().score.remote(list(chunk))
-
-        async def wait() -> Any:
-            return await response
-
-        try:
-            results = await asyncio.wait_for(wait(), self.timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise
-        return self.check(results, len(chunk))
-
-    def close(self) -> None:
-        with self._lock:
-            self._handle = None
-
-
-async def _await_response(response: Any) -> Any:
-    return await response
 
 
 # -- shared client logic -----------------------------------------------------------------------------
@@ -367,11 +127,11 @@ class _BaseRewardClient:
         self._init_transport()
 
     def _init_transport(self) -> None:
-        self._transport: _HttpTransport | _HandleTransport
+        self._transport: Transport
         record = getattr(self, "record_trace", None)
         self._trace = TraceRecorder.for_path(record) if record else None
         if self.url is not None:
-            self._transport = _HttpTransport(
+            self._transport = HttpTransport(
                 self.url,
                 self.api_key,
                 self.timeout_s,
@@ -379,7 +139,7 @@ class _BaseRewardClient:
                 getattr(self, "_custom_transport", None),
             )
         else:
-            self._transport = _HandleTransport(
+            self._transport = HandleTransport(
                 self.app_name, self.deployment_name, self.ray_address, self.timeout_s
             )
 
@@ -401,10 +161,11 @@ class _BaseRewardClient:
             body["within_s"] = float(within_s)
         return body
 
-    def _hint_answer(self, response: Any) -> dict[str, Any]:
-        if response.status_code != 200:
-            self._transport.results(response, 0)  # type: ignore[union-attr]  # raises the translated error
-        return response.json()
+    @staticmethod
+    def _sleep_level(level: int) -> int:
+        if isinstance(level, bool) or level not in (1, 2):
+            raise ValueError(f"sleep level must be 1 or 2, got {level!r}")
+        return level
 
     @property
     def mode(self) -> str:
@@ -420,16 +181,7 @@ class _BaseRewardClient:
 
     # Picklable (Ray tasks, trainer workers): live connections (and an injected test transport) are
     # dropped and rebuilt on first use.
-    _LIVE = (
-        "_transport",
-        "_executor",
-        "_submitter",
-        "_pool_lock",
-        "_http",
-        "_http_loop",
-        "_custom_transport",
-        "_trace",
-    )
+    _LIVE = ("_transport", "_executor", "_submitter", "_pool_lock", "_custom_transport", "_trace")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
@@ -466,22 +218,21 @@ class _BaseRewardClient:
             err.args = (err.message,)
         return err
 
-    def _retry_delay(self, exc: Exception, attempt: int, n_samples: int, started: float) -> float:
-        """Seconds to wait before retrying a chunk that failed with ``exc`` on ``attempt`` (0-based),
-        whose first attempt began at ``started`` (``time.monotonic()``); raises the translated final
-        error when it is not retryable or the next attempt would start after the time budget."""
-        err = self._transport.translate(exc)
+    def _retry_delay(self, err: RewardClientError, attempt: int, n_samples: int, started: float) -> float:
+        """Seconds to wait before retrying a chunk that failed with ``err`` on ``attempt`` (0-based),
+        whose first attempt began at ``started`` (``time.monotonic()``); raises ``err`` (made final)
+        when it is not retryable or the next attempt would start after the time budget."""
         elapsed = time.monotonic() - started
         if not err.retryable:
-            raise err from exc
+            raise err
         if self.retries is not None and attempt >= self.retries:
-            raise self._final(err, attempt + 1, elapsed, f"retries={self.retries} used up") from exc
+            raise self._final(err, attempt + 1, elapsed, f"retries={self.retries} used up")
         delay = self._delay(attempt, err)
         if elapsed + delay > self.retry_budget_s:
             why = f"retry_budget_s={self.retry_budget_s:g} spent"
             if err.retry_after_s and elapsed + err.retry_after_s > self.retry_budget_s:
                 why += f"; the server asked to wait {err.retry_after_s:g}s more"
-            raise self._final(err, attempt + 1, elapsed, why) from exc
+            raise self._final(err, attempt + 1, elapsed, why)
         log.info(
             "retrying a chunk of %d samples in %.2fs (attempt %d): %s", n_samples, delay, attempt + 2, err
         )
@@ -515,8 +266,8 @@ class RewardClient(_BaseRewardClient):
         while True:
             try:
                 return self._transport.score(chunk)
-            except Exception as exc:
-                time.sleep(self._retry_delay(exc, attempt, len(chunk), started))
+            except RewardClientError as err:
+                time.sleep(self._retry_delay(err, attempt, len(chunk), started))
                 attempt += 1
 
     def _send(self, chunk: Sequence[Any]) -> list[ScoreResult]:
@@ -555,24 +306,24 @@ class RewardClient(_BaseRewardClient):
 
     def models(self) -> dict[str, Any]:
         """The served model's description (``GET /v1/models`` or the replica's ``info()``)."""
-        try:
-            if isinstance(self._transport, _HttpTransport):
-                r = self._transport.sync_client().get("/v1/models")
-                if r.status_code != 200:
-                    self._transport.results(r, 0)
-                return r.json()["data"][0]
-            return self._transport.handle().info.remote().result(timeout_s=self.timeout_s)
-        except Exception as exc:
-            raise self._transport.translate(exc) from exc
+        return self._transport.models()
+
+    def stats(self) -> dict[str, Any]:
+        """The deployment's state (``GET /v1/stats`` or the ingress's ``stats_snapshot()``): a JSON
+        object of sections (``"replicas"``, ``"reward"``, ...). One attempt; errors as for :meth:`score`."""
+        return self._transport.stats()
+
+    def sleep(self, level: int = 1) -> dict[str, Any]:
+        """Put every replica to sleep (``POST /v1/sleep``, ``level`` 1 or 2); returns
+        ``{"replicas": [...states...]}`` once all sleep. One attempt; errors as for :meth:`score`."""
+        return self._transport.sleep(self._sleep_level(level))
+
+    def wake(self) -> dict[str, Any]:
+        """Wake every replica (``POST /v1/wake``); returns once all are awake. One attempt."""
+        return self._transport.wake()
 
     def _hint(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            if isinstance(self._transport, _HttpTransport):
-                r = self._transport.sync_client().post("/v1/hints", json=body, timeout=HINT_TIMEOUT_S)
-                return self._hint_answer(r)
-            return self._transport.ingress().post_hint.remote(body).result(timeout_s=HINT_TIMEOUT_S)
-        except Exception as exc:
-            raise self._transport.translate(exc) from exc
+        return self._transport.hint(body)
 
     def expect(self, n_samples: int, within_s: float | None = None) -> dict[str, Any]:
         """Tell the deployment that ``n_samples`` samples are coming, to be scored within ``within_s``
@@ -617,33 +368,14 @@ class AsyncRewardClient(_BaseRewardClient):
     Use one instance per event loop; ``await client.aclose()`` when done.
     """
 
-    def _init_transport(self) -> None:
-        super()._init_transport()
-        self._http: Any = None
-        self._http_loop: Any = None
-
-    def _http_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._http_loop is not loop:
-            self._http = self._transport.new_async_client()  # type: ignore[union-attr]
-            self._http_loop = loop
-        return self._http
-
-    async def _call(self, chunk: Sequence[Any]) -> list[ScoreResult]:
-        if isinstance(self._transport, _HttpTransport):
-            return await self._transport.ascore(self._http_client(), chunk)
-        if self._transport._handle is None:  # first use: ray.init / handle lookup may block briefly
-            await asyncio.to_thread(self._transport.handle)
-        return await self._transport.ascore(chunk)
-
     async def _score_chunk(self, chunk: Sequence[Any], gate: asyncio.Semaphore) -> list[ScoreResult]:
         attempt, started = 0, time.monotonic()
         while True:
             try:
                 async with gate:
-                    return await self._call(chunk)
-            except Exception as exc:
-                await asyncio.sleep(self._retry_delay(exc, attempt, len(chunk), started))
+                    return await self._transport.ascore(chunk)
+            except RewardClientError as err:
+                await asyncio.sleep(self._retry_delay(err, attempt, len(chunk), started))
                 attempt += 1
 
     async def _send(self, chunk: Sequence[Any], gate: asyncio.Semaphore) -> list[ScoreResult]:
@@ -671,28 +403,23 @@ class AsyncRewardClient(_BaseRewardClient):
         return [r for part in parts for r in part]
 
     async def models(self) -> dict[str, Any]:
-        """The served model's description."""
-        try:
-            if isinstance(self._transport, _HttpTransport):
-                r = await self._http_client().get("/v1/models")
-                if r.status_code != 200:
-                    self._transport.results(r, 0)
-                return r.json()["data"][0]
-            if self._transport._handle is None:
-                await asyncio.to_thread(self._transport.handle)
-            return await self._transport.handle().info.remote()
-        except Exception as exc:
-            raise self._transport.translate(exc) from exc
+        """Async :meth:`RewardClient.models`."""
+        return await self._transport.amodels()
+
+    async def stats(self) -> dict[str, Any]:
+        """Async :meth:`RewardClient.stats`."""
+        return await self._transport.astats()
+
+    async def sleep(self, level: int = 1) -> dict[str, Any]:
+        """Async :meth:`RewardClient.sleep`."""
+        return await self._transport.asleep(self._sleep_level(level))
+
+    async def wake(self) -> dict[str, Any]:
+        """Async :meth:`RewardClient.wake`."""
+        return await self._transport.awake()
 
     async def _hint(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            if isinstance(self._transport, _HttpTransport):
-                r = await self._http_client().post("/v1/hints", json=body, timeout=HINT_TIMEOUT_S)
-                return self._hint_answer(r)
-            ingress = await asyncio.to_thread(self._transport.ingress)
-            return await asyncio.wait_for(_await_response(ingress.post_hint.remote(body)), HINT_TIMEOUT_S)
-        except Exception as exc:
-            raise self._transport.translate(exc) from exc
+        return await self._transport.ahint(body)
 
     async def expect(self, n_samples: int, within_s: float | None = None) -> dict[str, Any]:
         """Async :meth:`RewardClient.expect`."""
@@ -709,10 +436,8 @@ class AsyncRewardClient(_BaseRewardClient):
         return await self._hint(self._hint_body("step_done"))
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-        self._transport.close()
+        """Close this event loop's connections (the client reopens them if used again)."""
+        await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncRewardClient:
         return self

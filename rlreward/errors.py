@@ -1,10 +1,10 @@
 """Every exception rlreward raises on purpose, and the one translation of Ray's failures.
 
-Clients (:mod:`rlreward.client`)::
+Clients (:mod:`rlreward.client`; the foreign error, httpx or Ray, attached as ``__cause__``)::
 
     RewardClientError            base class
     ├── RewardRequestError       the server refused the request as a whole; retrying will not help
-    │   └── AuthenticationError  401: missing or wrong API key
+    │   └── AuthenticationError  401/403: missing or wrong API key
     └── RewardServerError        no answer within the retry budget: unreachable, overloaded, replica
         │                        died, 5xx; or the server broke the protocol
         └── RewardTimeoutError   the last attempt timed out
@@ -14,12 +14,17 @@ Commands: :class:`UsageError` (printed as one line, exit code 2).
 :func:`classify_ray_error` is the single place where a Ray / Ray Serve exception from a replica call
 is sorted into "overloaded", "unavailable" (retry) or "bug" (do not); the client's handle mode and
 the HTTP ingress both use it. ``ray`` is imported only when such an exception is classified.
+:func:`awaited` lets ``asyncio.wait_for`` / ``asyncio.run`` take a Ray ``DeploymentResponse`` (an
+awaitable, not a coroutine) at that same boundary.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -70,6 +75,11 @@ class _Fatal(RewardServerError):
     retryable = False
 
 
+class ReplicaUnhealthy(RuntimeError):
+    """Raised by a replica that cannot score any more (its wake from sleep failed): the call is
+    answered ``unavailable`` (503, retried by the clients) and Serve replaces the replica."""
+
+
 @dataclass(frozen=True)
 class RayFailure:
     """What a failed replica call means for the caller."""
@@ -102,6 +112,12 @@ def classify_ray_error(exc: BaseException) -> RayFailure | None:
         return RayFailure(
             "unavailable", f"a reward replica died or is unavailable ({type(exc).__name__})", 1.0
         )
+    if isinstance(exc, ReplicaUnhealthy) or isinstance(getattr(exc, "cause", None), ReplicaUnhealthy):
+        return RayFailure(
+            "unavailable",
+            "a reward replica is unhealthy (its wake from sleep failed) and being replaced",
+            1.0,
+        )
     if isinstance(exc, RayTaskError):
         return RayFailure("bug", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, (RayError, RayServeException)):
@@ -110,3 +126,9 @@ def classify_ray_error(exc: BaseException) -> RayFailure | None:
             "unavailable", f"no reward replica could take the request ({type(exc).__name__})", 1.0
         )
     return None
+
+
+async def awaited(aw: Awaitable[T]) -> T:
+    """``await aw`` as a coroutine: what ``asyncio.run`` and ``asyncio.wait_for`` need for an awaitable
+    that is not one (a Ray ``DeploymentResponse``, a client's coroutine result)."""
+    return await aw

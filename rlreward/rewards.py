@@ -186,10 +186,6 @@ class RewardComposition(BaseModel):
     def _format_rx(self) -> re.Pattern[str]:
         return re.compile(self.format_pattern, re.DOTALL)
 
-    @property
-    def uses_rules(self) -> bool:
-        return bool(self.accuracy or self.format)
-
     def combine(
         self,
         model_score: float | None,

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-#: A sample as callers send it: a plain dict in one of the two forms above.
-SampleDict = dict[str, Any]
 
 
 class ErrorCode(str, Enum):
@@ -115,17 +113,54 @@ class SampleError(Exception):
         return ScoreResult.failed(self.code, self.message)
 
 
-class ScoreRequest(BaseModel):
-    """Body of ``POST /v1/score``."""
+def failed_all(n: int, exc: BaseException) -> list[ScoreResult]:
+    """``n`` ``unavailable`` results for a whole call that failed (server down, retries spent)."""
+    msg = f"{type(exc).__name__}: {exc}"
+    return [ScoreResult.failed(ErrorCode.UNAVAILABLE, msg) for _ in range(n)]
 
-    samples: list[SampleDict] = Field(description="Samples to score, in either documented form.")
+
+def as_list(value: Any) -> list[Any]:
+    """A column of references as a list: ``None`` → ``[]``; a list/tuple/numpy array → a list;
+    anything else → ``[value]``."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays from parquet
+        out = value.tolist()
+        return out if isinstance(out, list) else [out]
+    return [value]
 
 
-class ScoreResponse(BaseModel):
-    """Answer of ``POST /v1/score``: ``results[i]`` belongs to ``samples[i]``."""
+#: Content-item types that carry media (the card's and the OpenAI-style names).
+MEDIA_TYPES = ("image", "image_url", "video", "video_url")
 
-    model: str = Field(description="The served model's id.")
-    results: list[ScoreResult] = Field(description="One result per sample, same order.")
+
+def media_items(messages: Any) -> Iterator[dict[str, Any]]:
+    """The one walk over a conversation's media: every image or video item of the turns' list
+    ``content``, in order. An item is a dict whose ``type`` is one of :data:`MEDIA_TYPES` or, without a
+    ``type`` (the card allows it), that has one of those keys. The dicts themselves are yielded, so a
+    caller may read them or fill them in place; anything that is not a list of turns yields nothing."""
+    if not isinstance(messages, list):
+        return
+    for turn in messages:
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if not isinstance(content, list):
+            continue
+        for item in content:
+            if isinstance(item, dict) and (
+                item.get("type") in MEDIA_TYPES
+                or ("type" not in item and any(k in item for k in MEDIA_TYPES))
+            ):
+                yield item
+
+
+def media_refs(item: dict[str, Any]) -> list[Any]:
+    """The references of one media item: an image's one reference, a video's frames (a list) or its
+    file (one reference)."""
+    kind = item.get("type") or next(k for k in MEDIA_TYPES if k in item)
+    ref = item.get(kind)
+    return list(ref) if isinstance(ref, list) and kind.startswith("video") else [ref]
 
 
 def image_data_uri(image: Any) -> str:

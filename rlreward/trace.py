@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rlreward.schema import media_items, media_refs
+
 __all__ = ["TraceRecorder", "sample_sizes", "note_retry"]
 
 FORMAT = "rlreward-trace"
@@ -203,15 +205,11 @@ def _texts_and_images(sample: Any) -> tuple[list[str], list[Any], list[str], lis
             texts.append(content)
         elif isinstance(content, list):
             for item in content:
-                if isinstance(item, dict):
-                    if "text" in item:
-                        texts.append(str(item["text"]))
-                    for k in ("image", "image_url", "video"):
-                        if k in item:
-                            v = item[k]
-                            images.extend(v if isinstance(v, list) and k == "video" else [v])
-                else:
+                if isinstance(item, dict) and "text" in item:
+                    texts.append(str(item["text"]))
+                elif isinstance(item, list | str):
                     walk(item, texts, images)
+            images.extend(ref for item in media_items([{"content": content}]) for ref in media_refs(item))
 
     pt: list[str] = []
     pi: list[Any] = []

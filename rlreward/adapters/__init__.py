@@ -4,9 +4,9 @@ One module per trainer, each a thin translation layer over :mod:`rlreward.client
 
 * :mod:`rlreward.adapters.trl`: ``RewardModelReward`` / ``AsyncRewardModelReward``, ``reward_funcs``
   entries for TRL 1.16 ``GRPOTrainer`` / ``RLOOTrainer`` (images from the prompt blocks).
-* :mod:`rlreward.adapters.openrlhf`: ``get_reward_endpoint`` (the server's ``POST /get_reward``),
-  ``reward_func`` (``--reward.remote_url file.py``) and ``RewardAgentExecutor``
-  (``--train.agent_func_path``), which sends the rollout's real images.
+* :mod:`rlreward.adapters.openrlhf`: ``reward_func`` (``--reward.remote_url file.py``) and
+  ``RewardAgentExecutor`` (``--train.agent_func_path``), which sends the rollout's real images; the
+  server's ``POST /get_reward`` and the wire format are :mod:`rlreward.protocols.openrlhf`.
 * :mod:`rlreward.adapters.verl`: ``compute_score`` (``reward.custom_reward_function``) and
   ``RLRewardManager`` (``reward.reward_manager.source=importlib``) for verl 0.9.x's reward loop.
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from rlreward.schema import ErrorCode, ScoreResult, image_data_uri
+from rlreward.errors import awaited
+from rlreward.schema import ScoreResult, image_data_uri
 
 __all__ = [
     "ClientSpec",
@@ -25,7 +26,6 @@ __all__ = [
     "wire_image",
     "score_async",
     "score_sync",
-    "failed_all",
     "send_hint_async",
     "send_hint_sync",
 ]
@@ -199,12 +199,8 @@ def score_sync(holder: ClientHolder, samples: list[dict]) -> list[ScoreResult]:
     client = holder.sync()
     out = client.score(samples)
     if inspect.isawaitable(out):
-        out = asyncio.run(_await(out))
+        out = asyncio.run(awaited(out))
     return _check_results(out, len(samples))
-
-
-async def _await(aw: Any) -> Any:
-    return await aw
 
 
 def send_hint_sync(holder: ClientHolder, event: str, **kwargs: Any) -> None:
@@ -216,7 +212,7 @@ def send_hint_sync(holder: ClientHolder, event: str, **kwargs: Any) -> None:
         if fn is not None:
             out = fn(**kwargs)
             if inspect.isawaitable(out):
-                asyncio.run(_await(out))
+                asyncio.run(awaited(out))
     except Exception as exc:
         log.debug("rlreward hint %s not delivered: %s", event, exc)
 
@@ -238,12 +234,6 @@ def _check_results(results: Sequence[Any], n: int) -> list[ScoreResult]:
     if len(results) != n:
         raise RuntimeError(f"the reward server returned {len(results)} results for {n} samples")
     return results
-
-
-def failed_all(n: int, exc: BaseException) -> list[ScoreResult]:
-    """``n`` ``unavailable`` results for a whole call that failed (server down, retries spent)."""
-    msg = f"{type(exc).__name__}: {exc}"
-    return [ScoreResult.failed(ErrorCode.UNAVAILABLE, msg) for _ in range(n)]
 
 
 def wire_image(ref: Any, memo: dict[int, Any] | None = None) -> Any:
@@ -283,15 +273,3 @@ def wire_image(ref: Any, memo: dict[int, Any] | None = None) -> Any:
     if memo is not None:
         memo[id(ref)] = (ref, out)  # keep ref alive so its id is not reused within this call
     return out
-
-
-def as_list(value: Any) -> list[Any]:
-    """``None`` → ``[]``; a list/tuple/numpy array → a list; anything else → ``[value]``."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays from parquet
-        out = value.tolist()
-        return out if isinstance(out, list) else [out]
-    return [value]

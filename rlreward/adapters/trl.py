@@ -33,8 +33,6 @@ from rlreward.adapters._common import (
     ClientFactory,
     ClientHolder,
     ClientSpec,
-    as_list,
-    failed_all,
     score_async,
     score_sync,
     send_hint_async,
@@ -42,7 +40,7 @@ from rlreward.adapters._common import (
     wire_image,
 )
 from rlreward.rewards import RewardComposition, accuracy_reward
-from rlreward.schema import ScoreResult
+from rlreward.schema import ScoreResult, as_list, failed_all
 
 __all__ = [
     "AsyncRewardModelReward",

@@ -36,14 +36,12 @@ from pydantic import Field, ValidationError
 from rlreward.adapters._common import (
     ClientHolder,
     ClientSpec,
-    as_list,
-    failed_all,
     score_async,
     shared_holder,
     wire_image,
 )
 from rlreward.rewards import RewardComposition, RewardParts
-from rlreward.schema import ErrorCode, ScoreResult
+from rlreward.schema import ErrorCode, ScoreResult, as_list, failed_all
 
 __all__ = [  # noqa: F822
     "RLRewardManager",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rlreward.errors import UsageError as CliError
-
-__all__ = ["CliError", "add_model_arguments", "scorer_config_from_args"]
+__all__ = ["add_model_arguments", "scorer_config_from_args"]
 
 
 def add_model_arguments(p: argparse.ArgumentParser, image_root_help: str | None = None) -> None:

@@ -5,10 +5,14 @@ workloads and metrics."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rlreward.commands._options import add_model_arguments, scorer_config_from_args
+from rlreward.errors import UsageError
 from rlreward.offline.bench import DEFAULT_SYSTEMS, SYSTEMS
 from rlreward.offline.bench.report import plot, render_table
 from rlreward.offline.bench.runner import BenchOptions, parse_systems, run_bench
@@ -121,6 +125,9 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    family = _other_family(args)
+    if family is not None:
+        return _run_family(args, parse_systems(args.systems, args.no_prefix_sharing), family)
     command = ["rlreward", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else list(sys.argv)
     report = run_bench(options_from_args(args), scorer_config_from_args(args), command)
     print(render_table(report))
@@ -142,3 +149,48 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _workload_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``make_workload``'s keyword arguments from the command line."""
+    keys = ("prompts", "group", "image_tokens", "completion_tokens", "prompt_tokens", "samples", "seed")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _other_family(args: argparse.Namespace) -> Any:
+    """The family of a ``--model`` directory that is not Qwen2.5-VL + value head (else None)."""
+    if not Path(args.model).is_dir():
+        return None
+    from rlreward.engine.models import detect_family
+
+    cfg = scorer_config_from_args(args).model_copy(update={"model": args.model})
+    family = detect_family(cfg)
+    return None if family.name == "qwen2.5-vl+value-head" else family
+
+
+def _run_family(args: argparse.Namespace, names: list[str], family: Any) -> int:
+    """``rlreward bench`` on another family: its scorer's systems (:mod:`rlreward.offline.bench.family`)."""
+    import torch
+
+    from rlreward.engine.scorer import resolve_device, resolve_dtype
+    from rlreward.offline.bench.family import bench_family, render
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    atol = args.atol if args.atol is not None else (1e-3 if dtype == torch.float32 else 0.25)
+    config = scorer_config_from_args(args).model_copy(
+        update={"model": args.model, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
+    )
+    workload = {"kind": args.workload, **_workload_args(args)}
+    try:
+        results, effective = bench_family(config, family, names, workload, repeats=args.repeats, atol=atol)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(render(results, effective))
+    print(f"load avg {'/'.join(f'{x:.2f}' for x in os.getloadavg())}", file=sys.stderr)
+    if args.json:
+        out = {"systems": {n: r.model_dump() for n, r in results.items()}, "effective": effective}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 1 if any(r.status == "mismatch" for r in results.values()) else 0

@@ -8,7 +8,8 @@ import argparse
 import os
 import sys
 
-from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+from rlreward.commands._options import add_model_arguments, scorer_config_from_args
+from rlreward.errors import UsageError
 from rlreward.offline.eval import FORMATS, EvalError, EvalJob, markdown_table, run_eval
 
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         done = run_eval(job)
     except EvalError as exc:
-        raise CliError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     print(markdown_table(done.report))
     print(
         f"wrote {done.json_path}, {done.markdown_path}, {done.png_path} (scores: {done.sidecar})",

@@ -3,11 +3,12 @@
 Shapes: ``grpo`` (``--steps`` bursts of ``--prompts`` x ``--group`` samples, one request per group,
 ``--update-s`` between), ``stream`` (single-sample requests, ``--samples`` per step over ``--steps``,
 ``--concurrency`` in flight) and ``trace`` (replay of a ``record_trace`` JSONL). Targets: ``--url``
-(HTTP) or ``--app-name`` (a handle inside the Ray cluster); ``--ray-address`` adds the replicas'
-timeline.
+(HTTP) or ``--app-name`` (a handle inside the Ray cluster). The replicas' timeline comes through
+``--ray-address``, or with ``--url`` alone from ``GET /v1/stats`` (awake replica-seconds too);
+``--hints LEAD_S`` acts as a hinting trainer (``expect`` LEAD_S s before each step, ``step_done`` after).
 
 Contract: writes the report to ``--json OUT`` (per-step ``reward_stage_s``, samples/s, latency
-percentiles, retries, errors, the timeline when the cluster is reachable, the machine load), a
+percentiles, retries, errors, the timeline when the replicas' stats are reachable, the machine load), a
 plot (``--plot``, default OUT with ``.png``) and the run's own trace (``--record``, default OUT with
 ``.trace.jsonl``). Bad input prints one line and returns 2; a run with failed requests returns 1.
 This module only parses arguments; :mod:`rlreward.offline.loadtest` runs. The manual and the
@@ -79,6 +80,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--record", default=None, metavar="FILE", help="trace of this run (default OUT.trace.jsonl)"
     )
     p.add_argument("--poll-s", type=float, default=0.5, help="Serve timeline interval, seconds")
+    p.add_argument(
+        "--hints",
+        type=float,
+        default=None,
+        metavar="LEAD_S",
+        help="act as a hinting trainer: expect(step samples) LEAD_S seconds before each step, step_done "
+        "after it (drives hinted autoscaling and replica.sleep); default: no hints",
+    )
+    p.add_argument(
+        "--hint-within-s", type=float, default=30.0, help="with --hints: the expect hints' within_s"
+    )
     p.add_argument("--timeout-s", type=float, default=600.0, help="client timeout of one request attempt")
     p.add_argument("--retry-budget-s", type=float, default=120.0, help="client retry budget per request")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,6 +124,10 @@ def build_plan(args: argparse.Namespace) -> Any:
     dataset = read_dataset(args.dataset) if args.dataset else None
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if getattr(args, "hints", None) is not None and args.hints < 0:
+        raise UsageError(f"--hints takes the lead in seconds (>= 0), not {args.hints}")
+    if getattr(args, "hint_within_s", 30.0) <= 0:
+        raise UsageError(f"--hint-within-s must be > 0, not {args.hint_within_s}")
     if args.shape == "grpo":
         return grpo_plan(
             steps=args.steps,
@@ -169,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
         if not ray.is_initialized():
             ray.init(address=args.ray_address or "auto", log_to_driver=False)
         monitor = ServeMonitor(stats_app, interval_s=args.poll_s)
+    elif args.url:
+        extra = {"transport": args.transport} if getattr(args, "transport", None) is not None else {}
+        try:
+            monitor = ServeMonitor.over_http(args.url, args.api_key, interval_s=args.poll_s, **extra)
+        except Exception as exc:
+            print(f"loadtest: no Serve timeline ({exc})", file=sys.stderr)
     load_start = _loadavg()
     print(f"loadtest: {plan.description} → {args.url or args.app_name}", file=sys.stderr)
     before = monitor.counters() if monitor else None
@@ -177,7 +199,13 @@ def run(args: argparse.Namespace) -> int:
         client = AsyncRewardClient(**kwargs)
         try:
             return await run_plan(
-                plan, client, record_path=record, monitor=monitor, progress=not args.no_progress
+                plan,
+                client,
+                record_path=record,
+                monitor=monitor,
+                progress=not args.no_progress,
+                hint_lead_s=args.hints,
+                hint_within_s=args.hint_within_s,
             )
         finally:
             await client.aclose()
@@ -193,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         {
             "timeline": monitor.timeline if monitor else [],
             "replica_seconds": replica_seconds(monitor.timeline, wall) if monitor else None,
+            "awake_replica_seconds": replica_seconds(monitor.timeline, wall, "awake") if monitor else None,
             "replica_cpu_s": round(monitor.cpu_seconds(), 3) if monitor else None,
             "server": server,
             "plan": {"description": plan.description, **plan.params, "requests": plan.requests},

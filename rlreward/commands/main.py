@@ -57,6 +57,12 @@ def _loadtest():
     return loadtest
 
 
+def _monitor():
+    from rlreward.commands import monitor
+
+    return monitor
+
+
 #: command → (loader of its module, one-line help)
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "make-tiny": (_make_tiny, "write a tiny random Skywork-VL-Reward-shaped checkpoint (offline, seconds)"),
@@ -69,6 +75,7 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
         "RL-shaped traffic (grpo/stream/trace replay) at a served app: reward-stage time",
     ),
     "eval": (_eval, "pairwise accuracy on reward benchmarks (VL-RewardBench, RewardBench, ...)"),
+    "monitor": (_monitor, "watch a served app's reward health (per-step statistics, alerts, canaries)"),
 }
 
 
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         kinds = (HeadLoadError,)
         try:
-            from rlreward.engine.scorer import ModelLoadError
+            from rlreward.engine.models.base import ModelLoadError
 
             kinds += (ModelLoadError,)
         except Exception:

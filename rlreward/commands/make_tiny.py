@@ -1,17 +1,25 @@
-"""``rlreward make-tiny DIR``: write a tiny random Skywork-VL-Reward-shaped checkpoint (``--train``: then train it)."""
+"""``rlreward make-tiny DIR [--family F]``: write a tiny random reward checkpoint of a family (default
+Skywork-VL-Reward-shaped; ``--train``: then train it, skywork-vl only)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from rlreward.commands._options import CliError
-from rlreward.offline.tiny import ProcessorOptions, make_tiny
+from rlreward.errors import UsageError
+from rlreward.offline.tiny import ProcessorOptions
+from rlreward.offline.tiny_families import FAMILIES, make_family
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint)")
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="skywork-vl",
+        help="reward-model family (see docs/models.md): skywork-vl = Qwen2.5-VL + value_head.safetensors",
+    )
     p.add_argument(
         "--train",
         action="store_true",
@@ -57,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
             legacy_bounds=args.legacy_bounds,
         )
     except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    out = make_tiny(args.dir, seed=args.seed, processor=options)
-    print(f"wrote tiny Skywork-VL-Reward-shaped checkpoint to {out}")
+        raise UsageError(str(exc)) from exc
+    family = getattr(args, "family", "skywork-vl")
+    if family != "skywork-vl" and (options != ProcessorOptions() or getattr(args, "train", False)):
+        raise UsageError(f"--train and the processor options apply to --family skywork-vl only, not {family}")
+    out = make_family(args.dir, family, seed=args.seed, processor=options if family == "skywork-vl" else None)
+    what = "Skywork-VL-Reward-shaped" if family == "skywork-vl" else family
+    print(f"wrote tiny {what} checkpoint to {out}")
     if getattr(args, "train", False):
         from tqdm import tqdm
 

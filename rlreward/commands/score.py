@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
-from rlreward.commands._options import CliError, add_model_arguments, scorer_config_from_args
+from rlreward.commands._options import add_model_arguments, scorer_config_from_args
+from rlreward.errors import UsageError
+from rlreward.offline.progress import progress
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def _read_jsonl(path: str) -> list[Any]:
     try:
         fh = sys.stdin if path == "-" else open(path, encoding="utf-8")
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     items: list[Any] = []
     with fh:
         for n, line in enumerate(fh, 1):
@@ -54,47 +55,19 @@ def settings_header(info: dict[str, Any]) -> str:
         f"  video: resize 1 pixels {vfirst.get('min_pixels')}-{vfirst.get('max_pixels')}, fps {vfirst.get('fps')}, "
         f"frames {vfirst.get('min_frames')}-{vfirst.get('max_frames')} (limit {vid.get('max_video_frames')}), "
         f"reader {vfirst.get('file_reader')}; resize 2 pixels {vsecond.get('min_pixels')}-{vsecond.get('max_pixels')}",
+    ]
+    family = info.get("family") or {}
+    if family:
+        lines.insert(1, f"  model family: {family.get('family')} ({family.get('recipe')})")
+    if not first:  # a family that renders with its own processor/tokenizer alone
+        lines[-3:] = [f"  images: {'processor resize ' + str(second) if second else 'none (text only)'}"]
+    lines += [
         "  deviations from the checkpoint/recipe: "
         + (", ".join(f"{k}={v}" for k, v in dev.items()) if dev else "none (the model card's recipe)"),
         f"  batching: max_batch_tokens={bat.get('max_batch_tokens')} ({bat.get('max_batch_tokens_source')}), "
         f"max_batch_size={bat.get('max_batch_size')}, prefix_sharing={bat.get('prefix_sharing')}",
     ]
     return "\n".join(lines)
-
-
-class LineProgress:
-    """Progress for a stderr that is no terminal (CI logs, ``2> file``): one plain line every
-    ``interval_s`` seconds and one at the end, instead of a bar redrawn with carriage returns."""
-
-    def __init__(self, total: int, desc: str, unit: str, file: Any, interval_s: float = 10.0) -> None:
-        self.total, self.desc, self.unit, self.file, self.interval_s = total, desc, unit, file, interval_s
-        self.n = 0
-        self._start = self._last = time.monotonic()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        now = time.monotonic()
-        if now - self._last >= self.interval_s:
-            self._last = now
-            self._line(now)
-
-    def _line(self, now: float) -> None:
-        elapsed = now - self._start
-        pct = 100.0 * self.n / self.total if self.total else 100.0
-        rate = self.n / elapsed if elapsed > 0 else 0.0
-        print(
-            f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct:.0f}%), {rate:.1f} {self.unit}s/s, "
-            f"{elapsed:.0f} s",
-            file=self.file,
-            flush=True,
-        )
-
-    def __enter__(self) -> LineProgress:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None:
-            self._line(time.monotonic())
 
 
 class _BadLine:
@@ -104,8 +77,6 @@ class _BadLine:
 
 def run(args: argparse.Namespace) -> int:
     import os
-
-    from tqdm import tqdm
 
     from rlreward.engine.config import ScorerConfig  # noqa: F401  (validates early)
     from rlreward.engine.scorer import Scorer
@@ -118,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print(settings_header(scorer.info()), file=sys.stderr)
     bad = {i: s for i, s in enumerate(samples) if isinstance(s, _BadLine)}
     good = [s for s in samples if not isinstance(s, _BadLine)]
-    bar_cls = tqdm if sys.stderr.isatty() else LineProgress
-    with bar_cls(total=len(samples), desc="scoring", unit="sample", file=sys.stderr) as bar:
+    with progress(len(samples), "scoring", "sample") as bar:
         bar.update(len(bad))
         scored = iter(scorer.score(good, progress=bar.update))
     results = [

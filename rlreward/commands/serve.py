@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlreward.commands._options import CliError, add_model_arguments
+from rlreward.commands._options import add_model_arguments
+from rlreward.errors import UsageError
 from rlreward.serving.app import build_app
 from rlreward.serving.config import DEFAULT_CONFIG, AppConfig, absolutize, load_app_config
 from rlreward.serving.placement import StartFailed, Unplaceable, check_cluster, start_and_wait
@@ -142,7 +143,7 @@ def _ray_init_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``ray.init`` arguments: join ``--address`` or start a cluster (with ``--dashboard-port``)."""
     if args.address is not None:
         if args.dashboard_port is not None:
-            raise CliError("--dashboard-port applies to a cluster this command starts, not with --address")
+            raise UsageError("--dashboard-port applies to a cluster this command starts, not with --address")
         return {"address": args.address, "log_to_driver": False}
     # "local" starts a fresh cluster; None would join whichever local cluster started last.
     kwargs: dict[str, Any] = {"address": "local", "log_to_driver": False}
@@ -153,17 +154,17 @@ def _ray_init_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         elif port.isdigit() and 0 < int(port) < 65536:
             kwargs["dashboard_port"] = int(port)
         else:
-            raise CliError(f"--dashboard-port {port!r}: give a port number (1-65535) or 'off'")
+            raise UsageError(f"--dashboard-port {port!r}: give a port number (1-65535) or 'off'")
     return kwargs
 
 
 def _config(args: argparse.Namespace) -> AppConfig:
     if not args.model and not args.config:
-        raise CliError("pass --model DIR (or --config YAML naming scorer.model)")
+        raise UsageError("pass --model DIR (or --config YAML naming scorer.model)")
     try:
         cfg = config_from_args(args)
     except (ValueError, FileNotFoundError) as exc:
-        raise CliError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     if args.api_key:
         _say(
             "rlreward: warning: --api-key is visible to every user of this machine (ps); "
@@ -171,7 +172,7 @@ def _config(args: argparse.Namespace) -> AppConfig:
             err=True,
         )
     if not Path(cfg.scorer.model).is_dir() and cfg.scorer.model.startswith((".", "/", "~")):
-        raise CliError(
+        raise UsageError(
             f"model directory {cfg.scorer.model} does not exist (build one: rlreward make-tiny DIR)"
         )
     return cfg
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
                 build_app(cfg), cfg, args.start_timeout_s, report=_say, cancelled=stop.is_set
             )
         except Unplaceable as exc:
-            raise CliError(str(exc)) from exc
+            raise UsageError(str(exc)) from exc
         except StartFailed as exc:
             _say(f"rlreward: error: {exc}", err=True)
             return 1

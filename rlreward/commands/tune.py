@@ -103,6 +103,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rep.add_argument("--replica-samples-per-s", type=float, help="samples one replica scores per s")
     rep.add_argument("--cold-start-s", type=float, help="seconds from scale-up to serving")
     rep.add_argument(
+        "--wake-s",
+        type=float,
+        default=0.0,
+        help="seconds a sleeping replica takes to wake (/v1/stats last_wake_s); needed by --sleep-after",
+    )
+    rep.add_argument(
         "--measure",
         metavar="CONFIG.yaml",
         help="calibrate on a real deployment of this AppConfig (a throwaway app, 1 then 2 replicas): "
@@ -173,6 +179,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-hints", action="store_true", help="leave the hint policy out of the sweep")
     g.add_argument("--no-fixed", action="store_true", help="leave fixed pools out of the sweep")
+    g.add_argument(
+        "--sleep-after",
+        type=_floats,
+        default=(),
+        help="replica.sleep.after_step_done_s values to sweep (needs --wake-s); default: no sleep",
+    )
+    g.add_argument("--sleep-level", type=int, choices=(1, 2), default=1, help="replica.sleep.level swept")
     g.add_argument("--hint-holds", type=_floats, default=(0.0,), help="hint hold after step done, seconds")
     g.add_argument(
         "--hint-releases",
@@ -241,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
     replica = ReplicaSource(
         samples_per_s=args.replica_samples_per_s,
         cold_start_s=args.cold_start_s,
+        wake_s=args.wake_s,
         measure_config=args.measure,
         ray_address=args.ray_address,
         measure_http=args.measure_http,
@@ -294,6 +308,12 @@ def _grid(args: argparse.Namespace) -> Grid:
     releases = tuple(x.strip() for x in args.hint_releases.split(",") if x.strip())
     if not releases or not set(releases) <= {"min", "base"}:
         raise ValueError(f"--hint-releases takes min and/or base (got {args.hint_releases!r})")
+    if args.sleep_after and args.wake_s <= 0:
+        raise ValueError(
+            "--sleep-after needs --wake-s (a sleeping replica's wake time, /v1/stats last_wake_s)"
+        )
+    if args.wake_s < 0:
+        raise ValueError(f"--wake-s must be ≥ 0 (got {args.wake_s})")
     return Grid(
         target_ongoing_requests=args.targets,
         target_backlog_samples=args.backlog_targets,
@@ -307,4 +327,6 @@ def _grid(args: argparse.Namespace) -> Grid:
         hint_hold_s=args.hint_holds,
         hint_release=releases,
         fixed_pools=not args.no_fixed,
+        sleep_after_s=args.sleep_after,
+        sleep_level=args.sleep_level,
     )

@@ -11,10 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: qwen-vl-utils' first-resize defaults: 4 to 16,384 visual tokens per image (28x28 pixels per
-#: token). The second resize uses the checkpoint's own saved processor bounds.
-DEFAULT_MIN_PIXELS = 4 * 28 * 28
-DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 #: Token budget used on CPU when none is configured: CPU cost per token is lowest at 512-1024.
 CPU_MAX_BATCH_TOKENS = 1024
 #: Token budget used on a GPU when none is configured (one 7B bf16 pass fits an 80 GB card).

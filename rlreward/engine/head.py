@@ -20,14 +20,29 @@ class HeadLoadError(RuntimeError):
 
 
 class ValueHead(nn.Module):
-    """``score = w · h + b`` in fp32, whatever the dtype of ``h``."""
+    """``score = w · h + b`` in fp32, whatever the dtype of ``h``.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    ``bias=None`` is a head without bias (a ``*ForSequenceClassification`` ``score`` layer, an
+    OpenRLHF ``score`` head). ``mean``/``std`` given: the score is then ``(w · h + b - mean) / std``,
+    OpenRLHF's ``normalize_reward`` applied as its ``RewardModel.forward`` applies it.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        mean: float | None = None,
+        std: float | None = None,
+    ) -> None:
         super().__init__()
-        self.summary = nn.Linear(weight.shape[1], 1, dtype=torch.float32)
+        self.summary = nn.Linear(weight.shape[1], 1, bias=bias is not None, dtype=torch.float32)
         with torch.no_grad():
             self.summary.weight.copy_(weight.float())
-            self.summary.bias.copy_(bias.float())
+            if bias is not None:
+                self.summary.bias.copy_(bias.float())
+        self.normalize = mean is not None or std is not None
+        self.register_buffer("mean", torch.tensor([0.0 if mean is None else float(mean)]), persistent=False)
+        self.register_buffer("std", torch.tensor([1.0 if std is None else float(std)]), persistent=False)
         self.requires_grad_(False)
 
     @property
@@ -36,7 +51,10 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., H] in any dtype → [...] fp32 scores."""
-        return self.summary(hidden.float()).squeeze(-1)
+        score = self.summary(hidden.float()).squeeze(-1)
+        if self.normalize:
+            score = (score - self.mean) / self.std
+        return score
 
 
 def resolve_head_file(model: str, head_file: str, revision: str | None = None) -> str:

@@ -140,6 +140,13 @@ class ImageCache:
             _, old = self._entries.popitem(last=False)
             self.bytes -= old.nbytes
 
+    def clear(self) -> None:
+        """Drop every kept entry (computations in flight finish for their callers)."""
+        with self._lock:
+            self._entries.clear()
+            self._refs.clear()
+            self.bytes = 0
+
     def stats(self) -> dict[str, Any]:
         """``entries``, ``bytes``, ``max_bytes``, ``hits``, ``misses`` (preparations run)."""
         with self._lock:

@@ -449,14 +449,14 @@ def _decode_errors(src: bytes | None) -> Iterator[None]:
         raise SampleError(ErrorCode.IMAGE_DECODE, f"cannot decode image: {_decode_reason(exc, src)}") from exc
 
 
-def first_resize(item: dict, width: int | None, height: int | None) -> tuple[int, int, str]:
+def first_resize(item: dict, width: int | None, height: int | None, patch: int = 14) -> tuple[int, int, str]:
     """(height, width) qwen-vl-utils' ``fetch_image`` resizes an image item to (its own
     ``smart_resize``, with the item's ``resized_height``/``resized_width`` or ``min_pixels``/
-    ``max_pixels``, else its defaults), and how that was decided. Raises ``ValueError`` when the
-    item's ``min_pixels`` is above its ``max_pixels``."""
+    ``max_pixels``, else its defaults), and how that was decided; ``patch`` is qwen-vl-utils'
+    ``image_patch_size``. Raises ``ValueError`` when the item's ``min_pixels`` is above its ``max_pixels``."""
     from qwen_vl_utils import vision_process as vp
 
-    factor = 14 * vp.SPATIAL_MERGE_SIZE
+    factor = patch * vp.SPATIAL_MERGE_SIZE
     if "resized_height" in item and "resized_width" in item:
         h, w = vp.smart_resize(item["resized_height"], item["resized_width"], factor=factor)
         return h, w, f"resized_height x resized_width {item['resized_height']}x{item['resized_width']}"
@@ -468,7 +468,9 @@ def first_resize(item: dict, width: int | None, height: int | None) -> tuple[int
     return h, w, f"a {width}x{height} image resized with min_pixels {lo} / max_pixels {hi}"
 
 
-def check_item_resize(item: dict, width: int | None, height: int | None, limits: Any) -> None:
+def check_item_resize(
+    item: dict, width: int | None, height: int | None, limits: Any, patch: int = 14
+) -> None:
     """Refuse per-item resize keys that would make qwen-vl-utils allocate a huge image.
 
     The first resize honours the item's ``min_pixels``/``resized_height``/``resized_width``, and
@@ -480,7 +482,7 @@ def check_item_resize(item: dict, width: int | None, height: int | None, limits:
     cap = limits.max_image_pixels
     if ("resized_height" in item and "resized_width" in item) or (width is not None and height is not None):
         try:
-            h, w, why = first_resize(item, width, height)
+            h, w, why = first_resize(item, width, height, patch)
         except ValueError as exc:
             raise SampleError(ErrorCode.BAD_CONTENT, str(exc)) from exc
         area = h * w

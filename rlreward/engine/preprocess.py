@@ -332,6 +332,11 @@ class Preprocessor:
         self.processor = processor
         self.config = config
         self.rope_index = rope_index
+        #: Family hooks (:mod:`rlreward.engine.models`): qwen-vl-utils' ``image_patch_size``, extra
+        #: keyword arguments of the processor call, and whether videos are accepted at all.
+        self.image_patch_size = 14
+        self.processor_kwargs: dict[str, Any] = {}
+        self.accepts_video = True
         self.pixel_dtype = pixel_dtype
         self.images = ImageCache(config.batching.image_cache_bytes)
         # The processor's own placeholder expansion, used when the images come from the cache.
@@ -374,14 +379,15 @@ class Preprocessor:
         if not (isinstance(patch, int) and isinstance(merge, int) and lo2 and hi2):
             return 0
         try:
-            h1, w1, _ = first_resize(item, width, height)
+            h1, w1, _ = first_resize(item, width, height, self.image_patch_size)
             h2, w2 = vp.smart_resize(h1, w1, factor=patch * merge, min_pixels=lo2, max_pixels=hi2)
         except Exception:
             return 0
         return (h2 // (patch * merge)) * (w2 // (patch * merge)) + 2
 
-    def _vision_items(self, messages: list[dict]) -> tuple[list[dict], list[str]]:
-        """Decode every image/video ref in place (on a copy) and attach the resize bounds."""
+    def _vision_items(self, messages: list[dict], defer: bool = False) -> tuple[list[dict], list[str]]:
+        """Decode every image/video ref in place (on a copy) and attach the resize bounds; with
+        ``defer`` images are only opened (header checked and charged) and decoded when prepared."""
         limits = self.config.limits
         digests: list[str] = []
         n_images = 0
@@ -403,9 +409,17 @@ class Preprocessor:
                             f"more than {limits.max_images} images (limits.max_images)",
                         )
                     new_item, digest = self._image_item(item, budget)
+                    if not defer:
+                        new_item["image"] = decode_image(_opened(new_item["image"]))
                     digests.append(digest)
                     new_items.append(new_item)
                 elif item["type"] == "video":
+                    if not self.accepts_video:
+                        raise SampleError(
+                            ErrorCode.BAD_CONTENT,
+                            "this model family's videos are not supported by rlreward (see docs/models.md); "
+                            "send frames as images",
+                        )
                     new_items.append(self._video_item(item, budget))
                 else:
                     new_items.append(item)
@@ -432,11 +446,11 @@ class Preprocessor:
                 budget.charge(
                     seen.width, seen.height, limits, self.image_tokens(item, seen.width, seen.height)
                 )
-            check_item_resize(item, seen.width, seen.height, limits)
+            check_item_resize(item, seen.width, seen.height, limits, self.image_patch_size)
             opener = functools.partial(open_image, ref, cfg.media, limits)  # if evicted meanwhile
             return {**item, "image": opener}, seen.digest + suffix
         loaded = open_image(ref, cfg.media, limits, budget, lambda w, h: self.image_tokens(item, w, h))
-        check_item_resize(item, loaded.image.width, loaded.image.height, limits)
+        check_item_resize(item, loaded.image.width, loaded.image.height, limits, self.image_patch_size)
         if rkey is not None:
             self.images.remember(rkey, ImageHeader(loaded.digest, loaded.image.width, loaded.image.height))
         # The item's own resize keys pass through to qwen-vl-utils; none are added.
@@ -448,7 +462,7 @@ class Preprocessor:
         extra = {k: v for k, v in item.items() if k not in ("type", "video")}
         if cfg.video_max_pixels is not None and "max_pixels" not in extra:
             extra["max_pixels"] = cfg.video_max_pixels  # the named deviation
-        check_item_resize(extra, None, None, limits)
+        check_item_resize(extra, None, None, limits, self.image_patch_size)
         if isinstance(ref, list):
             if len(ref) > limits.max_video_frames:
                 raise SampleError(
@@ -477,11 +491,12 @@ class Preprocessor:
         texts = [m["content"] for m in messages if isinstance(m["content"], str)]
         texts += [i.get("text", "") for m in messages if isinstance(m["content"], list) for i in m["content"]]
         check_text(texts, limits)
-        messages, digests = self._vision_items(messages)
+        messages, digests = self._vision_items(messages, defer=True)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         kinds = {i["type"] for m in messages if isinstance(m["content"], list) for i in m["content"]}
         readers: list[str] = []
-        if "image" in kinds and "video" not in kinds and self._expands:
+        # Images from the cache when the processor call is the plain one (no family extra kwargs).
+        if "image" in kinds and "video" not in kinds and self._expands and not self.processor_kwargs:
             inputs = self._with_prepared_images(messages, text, digests)
         elif kinds - {"text"}:
             inputs, readers = self._with_media(messages, text)
@@ -527,7 +542,10 @@ class Preprocessor:
         try:
             # First resize, literally the card's call (metadata only adds which reader ran).
             image_inputs, video_pairs, _ = process_vision_info(
-                messages, return_video_kwargs=True, return_video_metadata=True
+                messages,
+                return_video_kwargs=True,
+                return_video_metadata=True,
+                image_patch_size=self.image_patch_size,
             )
         except SampleError:
             raise
@@ -559,6 +577,7 @@ class Preprocessor:
                 videos=video_inputs,
                 padding=False,
                 return_tensors="pt",
+                **self.processor_kwargs,
             )
         except Exception as exc:
             raise SampleError(ErrorCode.IMAGE_DECODE, f"the processor rejected the images: {exc}") from exc
@@ -605,7 +624,9 @@ class Preprocessor:
 
         item = {**item, "image": decode_image(_opened(item["image"]))}
         try:
-            images, _ = process_vision_info([{"role": "user", "content": [item]}])
+            images, _ = process_vision_info(
+                [{"role": "user", "content": [item]}], image_patch_size=self.image_patch_size
+            )
         except Exception as exc:
             raise SampleError(
                 ErrorCode.IMAGE_DECODE,

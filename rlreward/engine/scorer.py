@@ -1,12 +1,14 @@
 """The scorer: a list of samples in, a list of :class:`ScoreResult` out, same order.
 
-The score is exactly the model card's (docs/serving.md, "Preprocessing fidelity")::
+The checkpoint's family (:mod:`rlreward.engine.models`: detected from its ``config.json`` and
+files) loads it, renders samples and runs the forward pass; for every family the score is
 
-    score(sample) = w · h_L[t] + b        (fp32)
+    score(sample) = head(h_L[t])        (fp32)
 
-``h_L`` is the post-final-norm hidden state of the language model (``last_hidden_state``), ``t``
-the sample's last real token (the ``\\n`` after the final ``<|im_end|>``), ``w, b`` the value head.
-``lm_head`` is never computed (nor kept in memory).
+``h_L`` the post-final-norm hidden state of the language model, ``t`` the sample's last real
+token (after the family's render), ``head`` the value head / ``score`` layer in fp32 (Skywork-VL:
+``w · h + b``). ``lm_head`` is never computed (nor kept in memory). The scorer
+plans batches, shares prefixes where the family allows KV reuse, and reports what ran.
 
 Isolation: preprocessing errors are per sample (:class:`SampleError`); a failed forward pass is split
 in halves until only the sample that fails gets an ``internal_error``; out of memory lowers the token
@@ -38,8 +40,9 @@ from rlreward.engine.batching import (
     plan_shared,
 )
 from rlreward.engine.config import ScorerConfig, resolve_device_defaults
-from rlreward.engine.head import ValueHead, load_value_head, looks_like_a_path, resolve_head_file
+from rlreward.engine.head import ValueHead
 from rlreward.engine.media import VIDEO_READER
+from rlreward.engine.models import RewardFamily, detect_family, family_for_backbone
 from rlreward.engine.passes import PassRunner, PrefixKV
 from rlreward.engine.preprocess import VIDEO_ITEM_KEYS, PreparedSample, Preprocessor, processor_bounds
 from rlreward.engine.vision_attention import batch_vision_windows
@@ -48,10 +51,6 @@ from rlreward.schema import ErrorCode, SampleError, ScoreResult
 log = logging.getLogger("rlreward")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelLoadError(RuntimeError):
-    """The backbone, processor or head could not be loaded; the message says what to fix."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -66,140 +65,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def load_backbone(config: ScorerConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Load the vision-language backbone without its ``lm_head``; returns the inner ``*Model``."""
-    from pathlib import Path
-
-    from transformers import AutoModelForImageTextToText
-
-    if not Path(config.model).is_dir() and looks_like_a_path(config.model):
-        raise ModelLoadError(f"model directory {config.model} does not exist (a hub id is NAME or ORG/NAME)")
-    kwargs: dict[str, Any] = {
-        "dtype": dtype,
-        "revision": config.revision,
-        "trust_remote_code": config.trust_remote_code,
-    }
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
-    try:
-        full = AutoModelForImageTextToText.from_pretrained(config.model, **kwargs)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the backbone from {config.model!r}: {exc}") from exc
-    backbone = full.model  # Qwen2_5_VLModel: vision tower + language model, no lm_head
-    del full
-    backbone.requires_grad_(False)
-    backbone.eval()
-    return backbone.to(device)
-
-
-def embed_batch(
-    backbone: torch.nn.Module,
-    batch: Batch,
-    image_features: Callable[[Batch], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Token embeddings with the image and video features scattered into their placeholder tokens.
-
-    ``image_features(batch)`` may supply the images' features (the scorer's vision reuse/cache);
-    by default the backbone's vision tower computes them.
-    """
-    cfg = backbone.config
-    embeds = backbone.get_input_embeddings()(batch.input_ids)
-    if batch.pixel_values is not None:
-        if image_features is not None:
-            feats = image_features(batch)
-        else:
-            feats = torch.cat(
-                backbone.get_image_features(batch.pixel_values, batch.image_grid_thw).pooler_output
-            )
-        mask = (batch.input_ids == cfg.image_token_id).unsqueeze(-1).expand_as(embeds)
-        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-    if batch.pixel_values_videos is not None:
-        feats = torch.cat(
-            backbone.get_video_features(batch.pixel_values_videos, batch.video_grid_thw).pooler_output
-        )
-        mask = (batch.input_ids == cfg.video_token_id).unsqueeze(-1).expand_as(embeds)
-        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-    return embeds
-
-
-def value_forward(
-    backbone: torch.nn.Module,
-    head: ValueHead,
-    batch: Batch,
-    image_features: Callable[[Batch], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """The score of every row of one collated batch, [B] fp32: the one forward pass of rlreward.
-
-    Token embeddings with visual features scattered in (:func:`embed_batch`), the language model
-    on them with the batch's M-RoPE positions, its post-final-norm hidden state at each row's last
-    real token, the fp32 value head. No ``lm_head``. :meth:`Scorer.forward` runs it under
-    ``inference_mode``; training (:mod:`rlreward.offline.train`) runs it with autograd.
-    """
-    out = backbone.language_model(
-        inputs_embeds=embed_batch(backbone, batch, image_features),
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
-    hidden = out.last_hidden_state  # post final norm
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return head(hidden[rows, batch.last_index])
-
-
-def _processor_classes() -> list[type]:
-    """Processor classes whose ``__init__`` mutates a class-level ``size`` dict (transformers 5.x)."""
-    import transformers
-
-    names = ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil", "Qwen2VLVideoProcessor")
-    out = []
-    for name in names:
-        try:
-            out.append(getattr(transformers, name))
-        except Exception:  # absent in this transformers version
-            continue
-    return out
-
-
-#: The class-level ``size`` defaults of the processor classes, as first seen by :func:`load_processor`.
-_PRISTINE_SIZES: dict[type, dict] = {}
-
-
-def load_processor(config: ScorerConfig) -> Any:
-    """The checkpoint's own processor, with the bounds saved in its processor config.
-
-    Building a Qwen2-VL processor whose saved config carries ``min_pixels``/``max_pixels`` (the
-    Qwen2.5-VL / Skywork layout) writes them into the *class-level* ``size`` dict, so every
-    processor built later in the process without explicit bounds would inherit them: two
-    checkpoints would contaminate each other. Each load here starts from the class defaults as first
-    seen (whatever other code built in between), and the class defaults are restored afterwards.
-    """
-    import copy
-
-    from transformers import AutoProcessor
-
-    for cls in _processor_classes():
-        if cls not in _PRISTINE_SIZES and isinstance(cls.__dict__.get("size"), dict):
-            _PRISTINE_SIZES[cls] = copy.deepcopy(cls.__dict__["size"])
-    saved = {cls: cls.__dict__["size"] for cls in _PRISTINE_SIZES}
-    try:
-        for cls, size in _PRISTINE_SIZES.items():
-            cls.size = copy.deepcopy(size)
-        return AutoProcessor.from_pretrained(
-            config.model, revision=config.revision, trust_remote_code=config.trust_remote_code
-        )
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the processor from {config.model!r}: {exc}") from exc
-    finally:
-        for cls, size in saved.items():
-            cls.size = size
-
-
 class Scorer:
-    """Scores samples with a value-head reward model. Thread-safe for :meth:`prepare`; one
-    :meth:`score_prepared` at a time per instance (it owns the device)."""
+    """Scores samples with a reward model of any supported family (:mod:`rlreward.engine.models`).
+    Thread-safe for :meth:`prepare`; one :meth:`score_prepared` at a time per instance (it owns
+    the device)."""
 
     def __init__(
-        self, config: ScorerConfig, backbone: torch.nn.Module, processor: Any, head: ValueHead
+        self,
+        config: ScorerConfig,
+        backbone: torch.nn.Module,
+        processor: Any,
+        head: ValueHead | torch.nn.Module,
+        family: RewardFamily | None = None,
     ) -> None:
         self.device = next(backbone.parameters()).device
         self.dtype = next(backbone.parameters()).dtype
@@ -207,12 +84,14 @@ class Scorer:
         # The one place unset device-dependent values (the batch budget) become numbers: every
         # path (score, serve, bench, eval, the Python API) builds a Scorer.
         config = resolve_device_defaults(config, self.device.type)
+        self.family = family if family is not None else family_for_backbone(backbone)
+        config = self._family_limits(config)
         self.config = config
         self.backbone = backbone
         self.processor = processor
         self.head = head.to(self.device)
-        rope = getattr(backbone, "get_rope_index", None)
-        self.preprocessor = Preprocessor(processor, config, rope_index=rope, pixel_dtype=self.dtype)
+        self.preprocessor: Preprocessor = self.family.preprocessor(processor, config, backbone)
+        self.preprocessor.pixel_dtype = self.dtype  # pixel tensors kept in the compute dtype
         cfg = backbone.config
         self.image_token_id = getattr(cfg, "image_token_id", None)
         self.video_token_id = getattr(cfg, "video_token_id", None)
@@ -221,27 +100,39 @@ class Scorer:
         self.runner = PassRunner(self, config.batching.max_batch_tokens)
         #: Vision attention modules running equal-size windows as one call per layer.
         self.batched_vision_windows = batch_vision_windows(backbone)
+        #: 0 awake, else the level of :meth:`sleep` in effect.
+        self.sleep_level = 0
+
+    def _family_limits(self, config: ScorerConfig) -> ScorerConfig:
+        """``config`` with what the family's forward cannot do switched off (reported in
+        :meth:`effective_settings`): prefix sharing without KV reuse, left padding."""
+        bc, update = config.batching, {}
+        if bc.prefix_sharing and not self.family.kv_prefix_reuse:
+            update["prefix_sharing"] = False
+        if bc.padding_side == "left" and getattr(self.family, "right_padding_only", False):
+            update["padding_side"] = "right"
+        if not update:
+            return config
+        return config.model_copy(update={"batching": bc.model_copy(update=update)})
 
     @classmethod
     def from_config(cls, config: ScorerConfig) -> Scorer:
-        """Load backbone, processor and head as ``config`` says."""
+        """Detect the checkpoint's family (:func:`rlreward.engine.models.detect_family`), load
+        backbone, processor and head as it says."""
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        # Head first: it is the cheapest thing to get wrong.
-        head_path = resolve_head_file(config.model, config.head_file, config.revision)
-        backbone = load_backbone(config, device, dtype)
-        hidden = backbone.config.get_text_config().hidden_size
-        head = load_value_head(head_path, hidden, config.head_key_prefix)
-        processor = load_processor(config)
-        scorer = cls(config, backbone, processor, head)
+        family = detect_family(config)
+        backbone, processor, head = family.load(config, device, dtype)
+        scorer = cls(config, backbone, processor, head, family=family)
+        scorer.load_split = {"device_copy_s": float(getattr(backbone, "rlreward_device_copy_s", 0.0))}
         log.info(
-            "rlreward scorer: model=%s dtype=%s device=%s attn=%s hidden=%d head=%s batching=%s",
+            "rlreward scorer: model=%s family=%s dtype=%s device=%s attn=%s hidden=%d batching=%s",
             config.model,
+            family.name,
             dtype,
             device,
             backbone.config._attn_implementation,
-            hidden,
-            head_path,
+            head.hidden_size,
             scorer.config.batching.model_dump(),
         )
         return scorer
@@ -258,68 +149,97 @@ class Scorer:
         keys; ``second_resize`` is read from the loaded processor instance (the checkpoint's saved
         bounds, or the configured deviation). Pixel counts are areas (width x height).
         """
+        bc = self.config.batching
+        requested = self.requested_config.batching
+        batching = {
+            "max_batch_tokens": bc.max_batch_tokens,
+            "max_batch_tokens_source": "configured"
+            if requested.max_batch_tokens is not None
+            else f"{self.device.type} default",
+            "max_batch_size": bc.max_batch_size,
+            "budget_tokens": self.runner.budget_tokens,
+            "prefix_sharing": bc.prefix_sharing,
+            "pass_cost_tokens": bc.pass_cost_tokens,
+            "batch_wait_timeout_s": bc.batch_wait_timeout_s,
+        }
+        if requested.prefix_sharing and not bc.prefix_sharing:
+            batching["prefix_sharing_off_because"] = self.family.no_reuse_reason
+        if requested.padding_side != bc.padding_side:
+            batching["padding_side"] = f"{bc.padding_side} (this family's forward needs it)"
+        preprocessing = (
+            self._qwen_vl_preprocessing() if self.family.qwen_vl_utils else self._family_preprocessing()
+        )
+        return {"model": self.family.describe(), "preprocessing": preprocessing, "batching": batching}
+
+    def _family_preprocessing(self) -> dict[str, Any]:
+        """The preprocessing of a family that renders with its own processor/tokenizer alone."""
+        ip = getattr(self.processor, "image_processor", None)
+        size = getattr(ip, "size", None)
+        lo, hi = processor_bounds(ip) if ip is not None else (None, None)
+        resize = {"by": "checkpoint processor", "min_pixels": lo, "max_pixels": hi}
+        if size is not None and lo is None:
+            resize["size"] = dict(size) if isinstance(size, dict) else str(size)
+        deviations = self.config.deviations
+        return {
+            "recipe": self.family.recipe,
+            "image": {"first_resize": None, "second_resize": resize if self.family.vision else None},
+            "video": None,
+            "deviations": deviations,
+            "faithful": not deviations,
+        }
+
+    def _qwen_vl_preprocessing(self) -> dict[str, Any]:
+        """The two resizes of the Qwen-VL model cards (qwen-vl-utils, then the processor)."""
         from qwen_vl_utils import vision_process as vp
 
         ip = getattr(self.processor, "image_processor", None)
         vproc = getattr(self.processor, "video_processor", None)
         lo, hi = processor_bounds(ip) if ip is not None else (None, None)
         vlo, vhi = processor_bounds(vproc) if vproc is not None else (None, None)
-        factor = 14 * vp.SPATIAL_MERGE_SIZE
+        factor = self.family.image_patch_size * vp.SPATIAL_MERGE_SIZE
         cfg = self.config
         deviations = cfg.deviations
-        bc = cfg.batching
-        requested = self.requested_config.batching.max_batch_tokens
+        no_second = self.preprocessor.processor_kwargs.get("do_resize") is False
         return {
-            "preprocessing": {
-                "recipe": "model card: process_vision_info (first resize, per-item keys honoured) then "
-                "the checkpoint's processor (second resize)",
-                "image": {
-                    "first_resize": {
-                        "by": "qwen-vl-utils",
-                        "min_pixels": vp.IMAGE_MIN_TOKEN_NUM * factor**2,
-                        "max_pixels": vp.IMAGE_MAX_TOKEN_NUM * factor**2,
-                        "factor": factor,
-                        "per_item_keys": ["min_pixels", "max_pixels", "resized_height", "resized_width"],
-                    },
-                    "second_resize": {
-                        "by": "configured deviation"
-                        if ("min_pixels" in deviations or "max_pixels" in deviations)
-                        else "checkpoint processor",
-                        "min_pixels": lo,
-                        "max_pixels": hi,
-                        "patch_size": getattr(ip, "patch_size", None),
-                        "merge_size": getattr(ip, "merge_size", None),
-                    },
+            "recipe": "model card: process_vision_info (first resize, per-item keys honoured) then "
+            "the checkpoint's processor (second resize)",
+            "image": {
+                "first_resize": {
+                    "by": "qwen-vl-utils",
+                    "min_pixels": vp.IMAGE_MIN_TOKEN_NUM * factor**2,
+                    "max_pixels": vp.IMAGE_MAX_TOKEN_NUM * factor**2,
+                    "factor": factor,
+                    "per_item_keys": ["min_pixels", "max_pixels", "resized_height", "resized_width"],
                 },
-                "video": {
-                    "first_resize": {
-                        "by": "qwen-vl-utils",
-                        "min_pixels": vp.VIDEO_MIN_TOKEN_NUM * factor**2,
-                        "max_pixels": cfg.video_max_pixels or vp.VIDEO_MAX_TOKEN_NUM * factor**2,
-                        "fps": vp.FPS,
-                        "min_frames": vp.FPS_MIN_FRAMES,
-                        "max_frames": vp.FPS_MAX_FRAMES,
-                        "per_item_keys": [k for k in VIDEO_ITEM_KEYS if k not in ("sample_fps", "raw_fps")],
-                        "file_reader": os.environ.get("FORCE_QWENVL_VIDEO_READER") or VIDEO_READER,
-                    },
-                    "second_resize": {"by": "checkpoint processor", "min_pixels": vlo, "max_pixels": vhi},
-                    "max_video_frames": cfg.limits.max_video_frames,
-                    "max_video_seconds": cfg.limits.max_video_seconds,
+                "second_resize": {
+                    "by": "configured deviation"
+                    if ("min_pixels" in deviations or "max_pixels" in deviations)
+                    else "none: the processor runs with do_resize=False (the card's)"
+                    if no_second
+                    else "checkpoint processor",
+                    "min_pixels": lo,
+                    "max_pixels": hi,
+                    "patch_size": getattr(ip, "patch_size", None),
+                    "merge_size": getattr(ip, "merge_size", None),
                 },
-                "deviations": deviations,
-                "faithful": not deviations,
             },
-            "batching": {
-                "max_batch_tokens": bc.max_batch_tokens,
-                "max_batch_tokens_source": "configured"
-                if requested is not None
-                else f"{self.device.type} default",
-                "max_batch_size": bc.max_batch_size,
-                "budget_tokens": self.runner.budget_tokens,
-                "prefix_sharing": bc.prefix_sharing,
-                "pass_cost_tokens": bc.pass_cost_tokens,
-                "batch_wait_timeout_s": bc.batch_wait_timeout_s,
+            "video": {
+                "first_resize": {
+                    "by": "qwen-vl-utils",
+                    "min_pixels": vp.VIDEO_MIN_TOKEN_NUM * factor**2,
+                    "max_pixels": cfg.video_max_pixels or vp.VIDEO_MAX_TOKEN_NUM * factor**2,
+                    "fps": vp.FPS,
+                    "min_frames": vp.FPS_MIN_FRAMES,
+                    "max_frames": vp.FPS_MAX_FRAMES,
+                    "per_item_keys": [k for k in VIDEO_ITEM_KEYS if k not in ("sample_fps", "raw_fps")],
+                    "file_reader": os.environ.get("FORCE_QWENVL_VIDEO_READER") or VIDEO_READER,
+                },
+                "second_resize": {"by": "checkpoint processor", "min_pixels": vlo, "max_pixels": vhi},
+                "max_video_frames": cfg.limits.max_video_frames,
+                "max_video_seconds": cfg.limits.max_video_seconds,
             },
+            "deviations": deviations,
+            "faithful": not deviations,
         }
 
     def info(self) -> dict[str, Any]:
@@ -327,15 +247,16 @@ class Scorer:
         batch budget (:meth:`effective_settings`), limits. ``min_pixels``/``max_pixels`` are the
         second (processor) resize's effective bounds."""
         eff = self.effective_settings()
-        second = eff["preprocessing"]["image"]["second_resize"]
+        second = eff["preprocessing"]["image"]["second_resize"] or {}
         return {
             "model": self.config.model,
+            "family": eff["model"],
             "hidden_size": self.head.hidden_size,
             "head_shape": [1, self.head.hidden_size],
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
-            "min_pixels": second["min_pixels"],
-            "max_pixels": second["max_pixels"],
+            "min_pixels": second.get("min_pixels"),
+            "max_pixels": second.get("max_pixels"),
             "max_batch_tokens": eff["batching"]["max_batch_tokens"],
             "preprocessing": eff["preprocessing"],
             "batching": eff["batching"],
@@ -393,16 +314,16 @@ class Scorer:
 
     @torch.inference_mode()
     def _embed(self, batch: Batch) -> torch.Tensor:
-        return embed_batch(self.backbone, batch, self._batch_image_features)
+        return self.family.embed(self.backbone, batch, self._batch_image_features)
 
     def _batch_image_features(self, batch: Batch) -> torch.Tensor:
         return self._image_features(batch.pixel_values, batch.image_grid_thw, batch.image_digests)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Scores [B] (fp32, on CPU) for one collated batch (:func:`value_forward`, no autograd)."""
+        """Scores [B] (fp32, on CPU) for one collated batch (the family's forward, no autograd)."""
         batch = batch.to(self.device)
-        return value_forward(self.backbone, self.head, batch, self._batch_image_features).cpu()
+        return self.family.forward(self.backbone, self.head, batch, self._batch_image_features).cpu()
 
     @torch.inference_mode()
     def prefix_kv(self, heads: Sequence[tuple[PreparedSample, int]]) -> PrefixKV:
@@ -412,10 +333,10 @@ class Scorer:
 
         batch = collate([prefix_sample(s, p) for s, p in heads], self.preprocessor.pad_token_id, "right")
         batch = batch.to(self.device)
-        out = self.backbone.language_model(
+        out = self.family.language_model(self.backbone)(
             inputs_embeds=self._embed(batch),
             attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
+            position_ids=self.family.lm_positions(batch.position_ids),
             use_cache=True,
         )
         layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
@@ -452,10 +373,10 @@ class Scorer:
             ddp_cache_data=[(k.index_select(0, which), v.index_select(0, which)) for k, v in prefix.layers]
         )
         ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
-        out = self.backbone.language_model(
+        out = self.family.language_model(self.backbone)(
             inputs_embeds=self.backbone.get_input_embeddings()(ids),
             attention_mask=mask,
-            position_ids=pos,
+            position_ids=self.family.lm_positions(pos),
             past_key_values=cache,
             use_cache=True,
         )
@@ -510,7 +431,10 @@ class Scorer:
     def score_prepared(
         self, items: Sequence[PreparedSample | ScoreResult], progress: Callable[[int], None] | None = None
     ) -> list[ScoreResult]:
-        """Score already-prepared samples; error results pass through in place."""
+        """Score already-prepared samples; error results pass through in place. A sleeping scorer
+        wakes first (:meth:`wake`)."""
+        if self.sleep_level:
+            self.wake()
         results: list[ScoreResult | None] = [it if isinstance(it, ScoreResult) else None for it in items]
         todo = [i for i, it in enumerate(items) if isinstance(it, PreparedSample)]
         prepared = [items[i] for i in todo]
@@ -528,3 +452,49 @@ class Scorer:
     ) -> list[ScoreResult]:
         """Score ``samples`` (dicts in either form). ``results[i]`` belongs to ``samples[i]``."""
         return self.score_prepared([self.prepare(s) for s in samples], progress=progress)
+
+    # -- sleep and wake (rlreward.engine.sleep) ---------------------------------------------------------
+    def weight_bytes(self) -> int:
+        """Bytes the backbone's and head's parameters hold now (0 while asleep at level 2)."""
+        from rlreward.engine.sleep import parameter_bytes
+
+        return parameter_bytes([self.backbone, self.head])
+
+    def sleep(self, level: int = 1) -> int:
+        """Release the model's memory, keep everything else; returns the parameter bytes released
+        from the device (level 1 on a GPU) or from memory (level 2). Not thread-safe with
+        :meth:`score_prepared` (the caller owns the device). See :mod:`rlreward.engine.sleep`."""
+        from rlreward.engine import sleep as sl
+
+        level = sl.check_level(level)
+        if self.sleep_level >= level:
+            return 0
+        modules = [self.backbone, self.head]
+        self._vision_cache.clear()
+        self.preprocessor.images.clear()  # prepared pixels (host memory) go too
+        size = self.weight_bytes()
+        if level == 1:
+            sl.offload(modules, self.device)
+            released = size if self.device.type == "cuda" else 0
+        else:
+            sl.remember_shapes(modules)
+            released = sl.drop(modules)
+        self.sleep_level = level
+        log.info("rlreward scorer asleep (level %d): %d weight bytes released", level, released)
+        return released
+
+    def wake(self) -> None:
+        """Undo :meth:`sleep`: the same weights back on the device (level 2: reloaded from the
+        checkpoint's files). Scores after a wake are bitwise those before the sleep."""
+        from rlreward.engine import sleep as sl
+
+        if self.sleep_level == 0:
+            return
+        if self.sleep_level == 1:
+            sl.restore([self.backbone, self.head], self.device)
+        else:  # the family's own loader, over the checkpoint's files again
+            fresh, _, head = self.family.load(self.config, self.device, self.dtype)
+            sl.refill(self.backbone, fresh)
+            sl.refill(self.head, head.to(self.device))
+            del fresh, head
+        self.sleep_level = 0

@@ -141,7 +141,7 @@ def shapes_pairs(n: int, seed: int, *, image_size: int = 56, as_png: bool = Fals
 def reward_forward(backbone: Any, head: ValueHead, batch: Batch) -> torch.Tensor:
     """Scores [B] (fp32) of one collated batch, with autograd: the scorer's own forward pass,
     :func:`rlreward.engine.scorer.value_forward` (imported here so torch stays out of module import)."""
-    from rlreward.engine.scorer import value_forward
+    from rlreward.engine.models.qwen_vl import value_forward
 
     return value_forward(backbone, head, batch)
 

@@ -40,10 +40,18 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     from ray import serve
 
+    from rlreward.serving.health import board_name, config_fingerprint
     from rlreward.serving.ingress import RewardIngressASGI
     from rlreward.serving.replica import RewardReplica
 
     cfg = load_app_config(args)
+    health = None
+    if cfg.health.enabled:
+        # One board per application and configuration: a redeploy of the same config keeps its steps.
+        fingerprint = config_fingerprint(
+            cfg.scorer.model_dump(mode="json"), cfg.health.model_dump(mode="json")
+        )
+        health = {**cfg.health.model_dump(mode="json"), "board": board_name(cfg.name, fingerprint)}
     replica = (
         serve.deployment(RewardReplica)
         .options(
@@ -56,6 +64,8 @@ def build_app(args: dict[str, Any]) -> Application:
             preprocess_threads=cfg.replica.preprocess_threads,
             stuck_forward_s=cfg.replica.stuck_forward_s,
             max_queued_bytes=cfg.replica.max_queued_bytes,
+            sleep=cfg.replica.sleep.model_dump() if cfg.replica.sleep else None,
+            health=health,
         )
     )
     # The key itself never goes into the deployment's arguments (Ray's dashboard shows them): the
@@ -77,6 +87,8 @@ def build_app(args: dict[str, Any]) -> Application:
             http_options=http.model_dump(),
             model_name=cfg.served_model_name,
             api_key_digest=api_key_digest(key) if key else None,
+            sleep_timer=cfg.replica.sleep is not None,
+            health=health,
         )
     )
     log.info(

@@ -211,6 +211,18 @@ class HintBoard:
         }
 
 
+def named_board(cls: type, name: str, **init: Any) -> Any:
+    """The named actor ``name`` (namespace :data:`HINT_NAMESPACE`) of ``cls``, created with ``init``
+    if missing: no CPU reserved, restarted if it dies. The hint and sleep boards are such actors."""
+    import ray
+
+    return (
+        ray.remote(cls)
+        .options(name=name, namespace=HINT_NAMESPACE, get_if_exists=True, num_cpus=0, max_restarts=-1)
+        .remote(**init)
+    )
+
+
 def _hint_board_handle(app_name: str) -> Any:
     """The application's board actor handle; raises ValueError if it does not exist."""
     import ray
@@ -297,19 +309,7 @@ class HintedPolicy:
         """Start or collect one snapshot call; never waits. Returns the newest snapshot seen."""
         try:
             if self._board is None:
-                import ray
-
-                self._board = (
-                    ray.remote(HintBoard)
-                    .options(
-                        name=hint_board_name(app_name),
-                        namespace=HINT_NAMESPACE,
-                        get_if_exists=True,
-                        num_cpus=0,
-                        max_restarts=-1,
-                    )
-                    .remote(**self.board_args)
-                )
+                self._board = named_board(HintBoard, hint_board_name(app_name), **self.board_args)
             if self._pending is not None and self._pending.done():
                 fut, self._pending = self._pending, None
                 self._snapshot = fut.result()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlreward.engine.config import ScorerConfig
 
+# Deployment names inside an application: defined once, where handle callers (the client) read them.
+from rlreward.transport import INGRESS_DEPLOYMENT as INGRESS_DEPLOYMENT
+from rlreward.transport import REPLICA_DEPLOYMENT as REPLICA_DEPLOYMENT
+
 log = logging.getLogger("rlreward")
 
-#: Deployment names inside an application (the client's handle mode addresses the replica by name).
-REPLICA_DEPLOYMENT = "RewardReplica"
-INGRESS_DEPLOYMENT = "RewardIngress"
 DEFAULT_APP_NAME = "rlreward"
 #: The embedded default configuration (tiny checkpoint, CPU, fractional CPUs).
 DEFAULT_CONFIG = "tiny-cpu.yaml"
@@ -173,6 +173,25 @@ class RayActorOptions(_Model):
         return {k: v for k, v in self.model_dump().items() if v not in (None, {}, [])}
 
 
+class SleepOptions(_Model):
+    """``replica.sleep``: replicas release their memory between reward bursts (:mod:`rlreward.serving.sleep`).
+
+    A replica sleeps at ``level`` ``after_step_done_s`` seconds after the trainer's ``step_done`` hint
+    (and as long after its last request), or after ``after_step_done_s`` idle seconds when no hint is
+    in force; it wakes on ``expect`` / ``rollout_started``, or when a request reaches it."""
+
+    after_step_done_s: float = Field(
+        gt=0,
+        le=86_400,
+        description="Seconds after step_done (or idle without hints) before a replica sleeps.",
+    )
+    level: Literal[1, 2] = Field(
+        default=1,
+        description="1: weights to (pinned) host memory, device memory freed; 2: weights dropped, "
+        "reloaded from the checkpoint's files on wake.",
+    )
+
+
 class ReplicaOptions(_Model):
     """How the model replicas are deployed."""
 
@@ -226,6 +245,11 @@ class ReplicaOptions(_Model):
         gt=0,
         description="A forward pass running longer than this fails the health check, so Serve replaces the replica.",
     )
+    sleep: SleepOptions | None = Field(
+        default=None,
+        description="Sleep between reward bursts, driven by the trainer's hints; None = replicas stay awake "
+        "(POST /v1/sleep still works).",
+    )
 
     def to_serve(self) -> dict[str, Any]:
         """Keyword arguments of ``Deployment.options`` for the replica deployment."""
@@ -249,8 +273,8 @@ class ReplicaOptions(_Model):
 class ReplicaBatching(_Model):
     """The replica's share of ``scorer.batching`` (:attr:`AppConfig.batching`), sent as Serve's
     ``user_config``: changing ``scorer.batching`` and redeploying retunes running replicas without
-    reloading the model. Not a YAML section of its own any more (one ``batching`` section: the
-    scorer's); a top-level ``batching:`` is still read, with a deprecation warning.
+    reloading the model. Not a YAML section of its own (one ``batching`` section: the scorer's); a
+    top-level ``batching:`` is refused with a message naming ``scorer.batching``.
     """
 
     max_batch_size: int | None = Field(
@@ -317,6 +341,73 @@ class HttpOptions(_Model):
     ingress: IngressOptions = Field(default_factory=IngressOptions, description="The ingress deployment.")
 
 
+class HealthAlerts(_Model):
+    """Alert thresholds of the reward-health statistics (:mod:`rlreward.serving.health`); a step
+    raises a signal when its value is strictly above the threshold."""
+
+    zero_variance_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Zero-variance groups / groups (GRPO: no advantage, no gradient).",
+    )
+    length_corr: float = Field(
+        default=0.7, ge=0, le=1, description="|Spearman(answer tokens, score)|: the reward tracks length."
+    )
+    length_corr_min_samples: int = Field(
+        default=16,
+        ge=3,
+        description="length_corr alerts only on steps with at least this many scored samples.",
+    )
+    duplicate_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="Duplicate answers / scored samples (the policy repeats itself)."
+    )
+    error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Samples answered with an error / samples answered."
+    )
+    canary_drift: float = Field(
+        default=1e-3, ge=0, description="A replica's canary max_abs_drift (scores differ from the first)."
+    )
+
+
+class CanaryOptions(_Model):
+    """A small probe set every replica scores every ``interval_s``; drift against the first scores."""
+
+    interval_s: float = Field(default=30.0, ge=0, description="Seconds between canary runs; 0 = no canaries.")
+    samples: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Probe samples (either sample form, JSON); None = a small generated set (text and "
+        "one image).",
+    )
+
+
+class HealthOptions(_Model):
+    """Reward health (:mod:`rlreward.serving.health`): per-step statistics, alerts, canaries."""
+
+    enabled: bool = Field(default=True, description="Record per-step statistics and run canaries.")
+    step_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Without step_done hints, a step is this many seconds of scoring (from its first "
+        "sample). Once a step_done hint arrives, steps end only at hints.",
+    )
+    step_done_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="With several trainer processes sending step_done, a step closes when as many have "
+        "sent it as in the last step, or this long after the first one.",
+    )
+    ring_steps: int = Field(default=64, ge=1, le=100_000, description="Closed steps kept (oldest dropped).")
+    ring_alerts: int = Field(default=256, ge=1, le=100_000, description="Alerts kept (oldest dropped).")
+    max_samples_per_step: int = Field(
+        default=200_000,
+        ge=1,
+        description="Per-sample records kept per step; samples beyond it are counted in 'dropped' only.",
+    )
+    alerts: HealthAlerts = Field(default_factory=HealthAlerts, description="Alert thresholds.")
+    canary: CanaryOptions = Field(default_factory=CanaryOptions, description="Canary probes.")
+
+
 class AppConfig(_Model):
     """One rlreward application: the scorer plus how it is served. Maps 1:1 to ``configs/*.yaml``."""
 
@@ -333,40 +424,21 @@ class AppConfig(_Model):
     )
     replica: ReplicaOptions = Field(default_factory=ReplicaOptions, description="Replica deployment options.")
     http: HttpOptions = Field(default_factory=HttpOptions, description="HTTP auth and request limits.")
+    health: HealthOptions = Field(
+        default_factory=HealthOptions, description="Reward health: per-step statistics, alerts, canaries."
+    )
 
     @model_validator(mode="before")
     @classmethod
-    def _move_top_level_batching(cls, data: Any) -> Any:
-        """Read the deprecated top-level ``batching:`` section into ``scorer.batching``."""
-        if not isinstance(data, dict) or "batching" not in data:
-            return data
-        data = dict(data)
-        old = data.pop("batching")
-        if isinstance(old, ReplicaBatching):
-            old = old.model_dump(exclude_unset=True)
-        if old is None:
-            return data
-        if not isinstance(old, dict):
-            raise ValueError("batching must be a mapping (and belongs under scorer.batching)")
-        moved = {k: v for k, v in old.items() if v is not None}
-        scorer = data.get("scorer")
-        if isinstance(scorer, ScorerConfig):
-            scorer = scorer.model_dump(exclude_unset=True)
-        scorer = dict(scorer or {})
-        sb = scorer.get("batching") or {}
-        if not isinstance(sb, dict):
-            sb = sb.model_dump(exclude_unset=True)
-        overridden = {k: (sb[k], v) for k, v in moved.items() if k in sb and sb[k] != v}
-        scorer["batching"] = {**sb, **moved}
-        data["scorer"] = scorer
-        msg = (
-            "config: the top-level 'batching' section is deprecated; there is one batching section, "
-            f"'scorer.batching'. Moved {sorted(moved)} there"
-            + (f" (overriding scorer.batching values {overridden})" if overridden else "")
-            + ". Move these keys under scorer.batching to silence this warning."
-        )
-        warnings.warn(msg, FutureWarning, stacklevel=2)
-        log.warning(msg)
+    def _no_top_level_batching(cls, data: Any) -> Any:
+        """A top-level ``batching:`` section (older configs) is refused, naming where its keys live."""
+        if isinstance(data, dict) and "batching" in data:
+            old = data["batching"]
+            keys = sorted(old) if isinstance(old, dict) else []
+            raise ValueError(
+                "there is no top-level 'batching' section: batching lives under scorer.batching (one section "
+                f"for forward passes and replica batches); move {keys or 'its keys'} there"
+            )
         return data
 
     @property

@@ -2,12 +2,16 @@
 
 Routes: ``POST /v1/score`` (``{"samples": [...]}`` → ``{"model", "results"}``, ``results[i]`` for
 ``samples[i]``, a bad sample failing alone), ``POST /get_reward`` (OpenRLHF's remote-reward
-contract), ``GET /health`` (200 when a replica answers, else 503; never needs the token),
-``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's reward-model API
-(``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
-``/v2/rerank``, converted by :mod:`rlreward.serving.vllm_api`), ``POST /v1/hints`` (the trainer's
-RL-phase hints; ``RewardIngress.post_hint`` for handle callers) and the OpenAPI description
-(``/openapi.json``, ``/docs``, ``/redoc``), all but ``/health`` behind the token.
+contract, :mod:`rlreward.protocols.openrlhf`), ``GET /health`` (200 when a replica answers, else
+503; never needs the token), ``GET /v1/models`` (vLLM's model card plus rlreward's fields), vLLM's
+reward-model API (``/classify``, ``/v1/classify``, ``/pooling``, ``/score``, ``/rerank``, ``/v1/rerank``,
+``/v2/rerank``, converted by :mod:`rlreward.protocols.vllm`), ``POST /v1/hints`` (the trainer's
+RL-phase hints; ``RewardIngress.post_hint`` for handle callers), ``POST /v1/sleep`` ``{"level": 1|2}`` /
+``POST /v1/wake`` (every replica, :mod:`rlreward.serving.sleep`; ``sleep_replicas`` / ``wake_replicas``),
+``GET /v1/stats`` (sections by owner: ``"replicas"``, each replica's report; ``"reward"``,
+:mod:`rlreward.serving.health`; ``stats_snapshot`` for handle callers), ``GET /dashboard``
+(:mod:`rlreward.serving.dashboard`; both also take HTTP Basic, the token as password) and the OpenAPI
+description (``/openapi.json``, ``/docs``, ``/redoc``), all but ``/health`` behind the token.
 
 Contract: request bodies are pydantic models, validated after the size check on the raw body (a new
 route: a model here, ``await self._body(request, Model)`` in the route,
@@ -38,10 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlreward.errors import classify_ray_error
+from rlreward.errors import awaited, classify_ray_error
+from rlreward.protocols import vllm
+from rlreward.protocols.openrlhf import GetRewardRequest, get_reward_endpoint
 from rlreward.schema import ScoreResult
-from rlreward.serving import vllm_api
+from rlreward.serving import sleep as sleep_board
 from rlreward.serving.autoscaling import HINT_EVENTS, post_hint
+from rlreward.serving.dashboard import dashboard_html
+from rlreward.serving.health import IngressHealth
 
 log = logging.getLogger("rlreward")
 
@@ -57,7 +65,7 @@ api = FastAPI(
 
 
 # -- request bodies ---------------------------------------------------------------------------------
-class ScoreRequest(BaseModel):
+class ScoreSamplesRequest(BaseModel):
     """``POST /v1/score``. Each sample is checked on its own by the replica (a bad one gets its own
     error, its neighbours are scored), so the items are free-form here."""
 
@@ -67,18 +75,6 @@ class ScoreRequest(BaseModel):
         description="Samples to score: {prompt, response, images?, videos?} or {messages: [...]}; "
         "results[i] belongs to samples[i]."
     )
-
-
-class GetRewardRequest(BaseModel):
-    """``POST /get_reward``: OpenRLHF's remote reward request (``--reward.remote_url``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    query: str | list[str] = Field(description="Full decoded sequences (prompt + response), one per sample.")
-    prompts: str | list[str | None] | None = Field(
-        default=None, description="The prompt part of each query (may be shorter or missing)."
-    )
-    labels: Any = Field(default=None, description="Per-sample labels (answers, image references); optional.")
 
 
 def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -126,8 +122,8 @@ async def _http_error(_: Request, exc: HttpError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.retry_after_s)
 
 
-@api.exception_handler(vllm_api.VllmError)
-async def _vllm_error(_: Request, exc: vllm_api.VllmError) -> JSONResponse:
+@api.exception_handler(vllm.VllmError)
+async def _vllm_error(_: Request, exc: vllm.VllmError) -> JSONResponse:
     headers = (
         {"Retry-After": str(max(1, round(exc.retry_after_s)))} if exc.retry_after_s is not None else None
     )
@@ -171,8 +167,23 @@ def _parse_json(body: bytes) -> Any:
         raise HttpError(422, "malformed_request", "body is nested too deeply") from exc
 
 
-async def _await(response: Any) -> Any:
-    return await response
+def _basic_password(credentials: str) -> str:
+    """The password of an HTTP Basic ``credentials`` string ('' if it does not decode)."""
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+class StatsQuery(BaseModel):
+    """Query of ``GET /v1/stats`` and ``GET /dashboard``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1, le=100_000, description="Only the last N closed steps.")
 
 
 class HintRequest(BaseModel):
@@ -200,6 +211,26 @@ class HintRequest(BaseModel):
         return self
 
 
+class SleepRequest(BaseModel):
+    """Body of ``POST /v1/sleep`` (and of ``RewardIngress.sleep_replicas``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        strict=True,
+        description="1: weights to host memory, device memory freed; 2: weights dropped, reloaded on wake.",
+    )
+
+
+class WakeRequest(BaseModel):
+    """Body of ``POST /v1/wake``: empty, or ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # Helpers the class uses are defined above it: serve.ingress serialises the class when it decorates it.
 class RewardIngress:
     """FastAPI ingress; ``replica`` is the ``RewardReplica`` deployment handle.
@@ -214,6 +245,8 @@ class RewardIngress:
         http_options: dict[str, Any],
         model_name: str,
         api_key_digest: str | None = None,
+        sleep_timer: bool = False,
+        health: dict[str, Any] | None = None,
     ) -> None:
         """``api_key_digest``: :func:`~rlreward.serving.config.api_key_digest` of the token, made where
         the app was built; without it the token is read here from ``http_options``' ``api_key``,
@@ -222,6 +255,7 @@ class RewardIngress:
         from rlreward.serving.config import api_key_digest as digest_of
 
         self._replica = replica
+        self._sleep_timer = sleep_timer  # replica.sleep is configured: hints drive the replicas' sleep
         self._http = HttpOptions.model_validate(http_options)
         self._model_name = model_name
         self._key_digest = api_key_digest
@@ -236,15 +270,21 @@ class RewardIngress:
             self._key_digest = digest_of(key) if key else None
         self._http = self._http.model_copy(update={"api_key": None})
         self._info: dict[str, Any] | None = None
+        self._health = IngressHealth(health)
 
     # -- plumbing -----------------------------------------------------------------------------------
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request, basic: bool = False) -> None:
+        """Check the bearer token; ``basic``: also HTTP Basic with the token as password (a browser
+        opening ``/dashboard`` asks for it and sends it on the page's own ``/v1/stats`` calls)."""
         from rlreward.serving.config import api_key_matches
 
         if not self._key_digest:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        if basic and scheme.lower() == "basic" and token:
+            token = _basic_password(token)
+            scheme = "bearer"
         if scheme.lower() != "bearer" or not token:
             raise HttpError(
                 401, "unauthorized", "missing 'Authorization: Bearer <token>' header (api_key is set)"
@@ -284,16 +324,23 @@ class RewardIngress:
         """:meth:`score_samples`, plus each sample's token count (0 where it failed before the model)."""
         if not samples:
             return [], []
-        results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
-        if len(results) != len(samples) or len(tokens) != len(samples):
+        if self._health.enabled:
+            results, tokens, infos = await self._await_replica(
+                self._replica.score_with_health.remote(samples)
+            )
+        else:
+            results, tokens = await self._await_replica(self._replica.score_with_tokens.remote(samples))
+            infos = [None] * len(results)
+        if len(results) != len(samples) or len(tokens) != len(samples) or len(infos) != len(samples):
             # would be a replica bug; never hand out misaligned scores
             raise HttpError(500, "internal_error", f"{len(results)} results for {len(samples)} samples")
+        self._health.record(results, infos)
         return results, tokens
 
     async def _await_replica(self, response: Any) -> Any:
         """A replica call's answer; Ray/Serve failures and the timeout become :class:`HttpError`."""
         try:
-            results = await asyncio.wait_for(_await(response), self._http.request_timeout_s)
+            results = await asyncio.wait_for(awaited(response), self._http.request_timeout_s)
         except asyncio.TimeoutError as exc:
             response.cancel()
             raise HttpError(
@@ -320,10 +367,10 @@ class RewardIngress:
                 "send them in chunks (RewardClient does this with chunk_size)",
             )
 
-    @api.post("/v1/score", openapi_extra=_openapi_body(ScoreRequest))
+    @api.post("/v1/score", openapi_extra=_openapi_body(ScoreSamplesRequest))
     async def score(self, request: Request) -> JSONResponse:
         self._authorize(request)
-        body: ScoreRequest = await self._body(request, ScoreRequest)
+        body: ScoreSamplesRequest = await self._body(request, ScoreSamplesRequest)
         self._check_count(len(body.samples), "samples")
         results = await self.score_samples(body.samples)
         out = []
@@ -339,10 +386,6 @@ class RewardIngress:
         self._authorize(request)
         body: GetRewardRequest = await self._body(request, GetRewardRequest)
         self._check_count(1 if isinstance(body.query, str) else len(body.query), "queries")
-        try:
-            from rlreward.adapters.openrlhf import get_reward_endpoint
-        except ImportError as exc:
-            raise HttpError(501, "not_implemented", f"the OpenRLHF adapter is not available: {exc}") from exc
         # The adapter answers a failed scoring call with fallback rewards (OpenRLHF needs numbers); a
         # replica that is dead, restarting or overloaded must instead reach the caller as 503/504 so
         # that it retries: a fallback reward there would be a lost reward.
@@ -366,38 +409,38 @@ class RewardIngress:
             raise unavailable[0]
         return JSONResponse(answer)
 
-    # -- vLLM's reward-model API (rlreward.serving.vllm_api) ------------------------------------------
+    # -- vLLM's reward-model API (rlreward.protocols.vllm) ------------------------------------------
     async def _vllm(self, request: Request, route: Any) -> JSONResponse:
-        """Run a :mod:`~rlreward.serving.vllm_api` route; every failure answers in vLLM's error shape."""
+        """Run a :mod:`~rlreward.protocols.vllm` route; every failure answers in vLLM's error shape."""
         try:
             self._authorize(request)
-            vllm_api.check_content_type(request.headers.get("content-type"))
+            vllm.check_content_type(request.headers.get("content-type"))
             payload = _parse_json(await self._read_body(request))
-            ctx = vllm_api.VllmContext(
+            ctx = vllm.VllmContext(
                 self._model_name, self._http.max_samples_per_request, request.headers.get("x-request-id")
             )
             return JSONResponse(await route(payload, ctx, self.score_samples_with_tokens))
         except HttpError as exc:
-            raise vllm_api.from_http_error(exc.status, exc.message, exc.retry_after_s) from exc
+            raise vllm.from_http_error(exc.status, exc.message, exc.retry_after_s) from exc
 
-    @api.post("/classify", openapi_extra=_openapi_body(vllm_api.InputRequest))
+    @api.post("/classify", openapi_extra=_openapi_body(vllm.InputRequest))
     @api.post("/v1/classify", include_in_schema=False)
     async def vllm_classify(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.classify)
+        return await self._vllm(request, vllm.classify)
 
-    @api.post("/pooling", openapi_extra=_openapi_body(vllm_api.PoolingRequest))
+    @api.post("/pooling", openapi_extra=_openapi_body(vllm.PoolingRequest))
     async def vllm_pooling(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.pooling)
+        return await self._vllm(request, vllm.pooling)
 
-    @api.post("/score", openapi_extra=_openapi_body(vllm_api.ScoreRequest))
+    @api.post("/score", openapi_extra=_openapi_body(vllm.PairScoreRequest))
     async def vllm_score(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.score_pairs)
+        return await self._vllm(request, vllm.score_pairs)
 
-    @api.post("/rerank", openapi_extra=_openapi_body(vllm_api.RerankRequest))
+    @api.post("/rerank", openapi_extra=_openapi_body(vllm.RerankRequest))
     @api.post("/v1/rerank", include_in_schema=False)
     @api.post("/v2/rerank", include_in_schema=False)
     async def vllm_rerank(self, request: Request) -> JSONResponse:
-        return await self._vllm(request, vllm_api.rerank)
+        return await self._vllm(request, vllm.rerank)
 
     # -- API description, behind the token ------------------------------------------------------------
     @api.get("/openapi.json", include_in_schema=False)
@@ -421,7 +464,15 @@ class RewardIngress:
         """Handle-mode entry of ``POST /v1/hints``: validate ``event`` (ValueError if malformed) and
         hand it to this application's hint board."""
         hint = event if isinstance(event, HintRequest) else HintRequest.model_validate(event)
-        return await post_hint(serve.get_replica_context().app_name, hint.model_dump(exclude_none=True))
+        if hint.event == "step_done":
+            await self._health.step_done(hint.source)  # reward health: a step ends here
+        app_name = serve.get_replica_context().app_name
+        answer = await post_hint(app_name, hint.model_dump(exclude_none=True))
+        if self._sleep_timer:
+            await asyncio.wait_for(sleep_board.post_phase_hint(app_name, hint.event), 10.0)
+            if not answer.get("accepted"):  # no hint policy, but the replicas' sleep timers take it
+                answer = {"accepted": True, "used_by": ["sleep"]}
+        return answer
 
     @api.post("/v1/hints", openapi_extra=_openapi_body(HintRequest))
     async def hints(self, request: Request) -> JSONResponse:
@@ -435,10 +486,87 @@ class RewardIngress:
             ) from exc
         return JSONResponse(answer)
 
+    # -- sleep, wake, stats (rlreward.serving.sleep) ----------------------------------------------------
+    async def _sleep_command(self, action: str, level: int = 1) -> dict[str, Any]:
+        timeout = self._http.request_timeout_s
+        try:
+            return await sleep_board.run_command(
+                serve.get_replica_context().app_name, action, level, timeout_s=timeout
+            )
+        except TimeoutError as exc:
+            raise HttpError(504, "timeout", redact_paths(str(exc)), 1.0) from exc
+        except RuntimeError as exc:  # a replica failed the command (a failed wake: it is being replaced)
+            raise HttpError(503, "unavailable", redact_paths(f"{exc}; retry"), 1.0) from exc
+        except Exception as exc:  # the board could not be reached
+            raise HttpError(
+                503, "unavailable", f"sleep board unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+
+    async def sleep_replicas(self, level: int = 1) -> dict[str, Any]:
+        """Put every replica of this application to sleep at ``level``; returns ``{"replicas": [...]}``
+        once all are asleep. ValueError for a bad level; :class:`HttpError` 503/504 otherwise."""
+        body = SleepRequest.model_validate({"level": level})
+        return await self._sleep_command("sleep", body.level)
+
+    async def wake_replicas(self) -> dict[str, Any]:
+        """Wake every replica; returns ``{"replicas": [...]}`` once all are awake."""
+        return await self._sleep_command("wake")
+
+    @api.post("/v1/sleep", openapi_extra=_openapi_body(SleepRequest))
+    async def sleep(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        raw = await self._read_body(request)
+        body: SleepRequest = _validate(SleepRequest, _parse_json(raw) if raw.strip() else {})
+        return JSONResponse(await self._sleep_command("sleep", body.level))
+
+    @api.post("/v1/wake", openapi_extra=_openapi_body(WakeRequest))
+    async def wake(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        raw = await self._read_body(request)
+        _validate(WakeRequest, _parse_json(raw) if raw.strip() else {})
+        return JSONResponse(await self._sleep_command("wake"))
+
+    # -- reward health, replicas (GET /v1/stats, GET /dashboard) -----------------------------------------
+    async def stats_snapshot(self, steps: int | None = None) -> dict[str, Any]:
+        """``GET /v1/stats``'s object, one section per owner (handle callers use this method)."""
+        out: dict[str, Any] = {}
+        out["replicas"] = await asyncio.wait_for(
+            sleep_board.replica_reports(serve.get_replica_context().app_name), 10.0
+        )
+        out["reward"] = await self._health.section(steps)
+        return out
+
+    async def _stats(self, request: Request) -> dict[str, Any]:
+        query: StatsQuery = _validate(StatsQuery, dict(request.query_params))
+        try:
+            return await self.stats_snapshot(query.steps)
+        except HttpError:
+            raise
+        except Exception as exc:
+            raise HttpError(
+                503, "unavailable", f"statistics unavailable: {type(exc).__name__}; retry", 1.0
+            ) from exc
+
+    @api.get("/v1/stats")
+    async def stats(self, request: Request) -> JSONResponse:
+        self._authorize(request, basic=True)
+        return JSONResponse(await self._stats(request))
+
+    @api.get("/dashboard", include_in_schema=False)
+    async def dashboard(self, request: Request) -> HTMLResponse:
+        try:
+            self._authorize(request, basic=True)
+        except HttpError as exc:  # a browser asks for the token (any user name, the token as password)
+            response = error_response(exc.status, exc.code, exc.message)
+            response.headers["WWW-Authenticate"] = 'Basic realm="rlreward", charset="UTF-8"'
+            return response
+        root = request.scope.get("root_path", "").rstrip("/")
+        return HTMLResponse(dashboard_html(await self._stats(request), self._model_name, root + "/v1/stats"))
+
     @api.get("/health")
     async def health(self) -> JSONResponse:
         try:
-            await asyncio.wait_for(_await(self._replica.info.remote()), 10.0)
+            await asyncio.wait_for(awaited(self._replica.info.remote()), 10.0)
         except Exception as exc:
             return error_response(503, "unavailable", f"no reward replica answers: {type(exc).__name__}", 1.0)
         return JSONResponse({"status": "ok", "model": self._model_name})
@@ -448,7 +576,7 @@ class RewardIngress:
         self._authorize(request)
         if self._info is None:
             try:
-                self._info = await asyncio.wait_for(_await(self._replica.info.remote()), 30.0)
+                self._info = await asyncio.wait_for(awaited(self._replica.info.remote()), 30.0)
             except Exception as exc:
                 raise HttpError(
                     503, "unavailable", f"no reward replica answers: {type(exc).__name__}", 1.0
@@ -460,7 +588,9 @@ class RewardIngress:
                 "data": [
                     {
                         # vLLM's ModelCard fields first, rlreward's after them.
-                        **vllm_api.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
+                        **vllm.model_card(self._model_name, (info.get("limits") or {}).get("max_tokens")),
+                        # The reward-model family and the recipe it is scored with (docs/models.md).
+                        "family": info.get("family"),
                         "head_shape": info.get("head_shape"),
                         "hidden_size": info.get("hidden_size"),
                         "dtype": info.get("dtype"),

@@ -15,14 +15,14 @@ Contract (what callers and Serve see):
   in a worker thread; the event loop never blocks on the model.
 * **Bounded bytes**: past ``max_queued_bytes`` of prepared samples held (shared tensors once), a
   request gets :class:`QueueBytesFull` (503 + ``Retry-After``); an empty replica admits any one.
-* ``check_health`` fails when the device cannot score a probe, or a forward pass has run longer than
-  ``stuck_forward_s``; Serve then replaces the replica.
+* ``check_health`` fails when the device cannot score a probe, or a forward pass runs past
+  ``stuck_forward_s``. Sleep and wake (``sleep(level)``, ``wake()``; a request wakes a sleeper; a
+  failed wake: unhealthy), the board loop, the phase timer, the cold-start split: :mod:`.replica_sleep`.
 * ``record_autoscaling_stats`` reports ``backlog_samples`` (accepted, not yet answered);
   ``stats()`` returns counters and recent batch compositions; ``info()`` is what ``/v1/models``
   shows; metrics go out through ``ray.serve.metrics`` (``rlreward_*``; the list: docs/serving.md).
 
-This module imports neither torch nor the scorer at import time: the Serve controller and the
-ingress load it without the model stack.
+Imports neither torch nor the scorer at import time (the controller and the ingress load it).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 
 from rlreward.engine.protocol import ScoringEngine
+from rlreward.errors import ReplicaUnhealthy
 from rlreward.schema import ErrorCode, ScoreResult
+from rlreward.serving.replica_sleep import SleepMixin
 
 log = logging.getLogger("rlreward")
 
@@ -165,7 +167,7 @@ def cut_batch(
     return batch, [p for p in live if id(p) not in taken]
 
 
-class RewardReplica:
+class RewardReplica(SleepMixin):
     """Serve deployment class (decorated below). See the module docstring for the contract."""
 
     def __init__(
@@ -175,18 +177,32 @@ class RewardReplica:
         stuck_forward_s: float = 600.0,
         engine: ScoringEngine | None = None,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        sleep: dict[str, Any] | None = None,
+        health: dict[str, Any] | None = None,
     ):
         """``engine`` (tests): a ready :class:`~rlreward.engine.protocol.ScoringEngine` to serve
-        instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``."""
+        instead of loading :class:`~rlreward.engine.scorer.Scorer` from ``scorer_config``.
+        ``sleep``: :class:`rlreward.serving.config.SleepOptions` (the phase timer), None = no timer.
+        ``health``: :class:`rlreward.serving.config.HealthOptions` and its board's name (canaries)."""
+        from rlreward.serving.health_replica import ReplicaHealth
+
         t0 = time.perf_counter()
+        self._init_sleep(sleep)
         if engine is None:
+            t_imports = time.perf_counter()
             from rlreward.engine.config import ScorerConfig
             from rlreward.engine.scorer import Scorer
 
+            t_load = time.perf_counter()
+            self._cold["imports_s"] = t_load - t_imports
             engine = Scorer.from_config(ScorerConfig.model_validate(scorer_config))
+            split = dict(getattr(engine, "load_split", None) or {})
+            self._cold["device_copy_s"] = split.get("device_copy_s", 0.0)
+            self._cold["weight_load_s"] = time.perf_counter() - t_load - self._cold["device_copy_s"]
         self.scorer = engine
         config = engine.config
         self._pool = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="rlreward-prepare")
+        self._health = ReplicaHealth(health)
         self._device_lock = threading.Lock()  # score_prepared owns the device: one caller at a time
         self._stuck_forward_s = stuck_forward_s
         self._forward_started: float | None = None
@@ -213,11 +229,15 @@ class RewardReplica:
         self._engine_task: asyncio.Task | None = None
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         # Warm-up before traffic: compile kernels, allocate, and prove the model scores.
-        self._probe = self.scorer.prepare(_probe_sample())
+        vision = getattr(getattr(self.scorer, "family", None), "vision", True)  # a text RM: no image
+        self._probe = self.scorer.prepare(_probe_sample(vision))
         if isinstance(self._probe, ScoreResult):
             raise RuntimeError(f"the warm-up sample could not be prepared: {self._probe.error}")
+        t_warm = time.perf_counter()
         self._check_device()
+        self._cold["warm_up_s"] = time.perf_counter() - t_warm
         self._init_metrics()
+        self._start_control()
         ctx = _replica_context()
         log.info(
             "rlreward replica %s ready in %.1fs: %s",
@@ -296,7 +316,11 @@ class RewardReplica:
         ``usage`` the vLLM-style routes report."""
         if not isinstance(samples, (list, tuple)):
             return [ScoreResult.failed(ErrorCode.INVALID_SAMPLE, "samples must be a list")], [0]
+        self._start_control()
+        if self._unhealthy is not None:
+            raise ReplicaUnhealthy(self._unhealthy)
         t0 = time.perf_counter()
+        self._touch()
         n = len(samples)
         expected = await self._admit(n)
         self._backlog += n
@@ -353,6 +377,38 @@ class RewardReplica:
             mean = sum(storages.values()) / count
             prev = self._bytes_per_sample
             self._bytes_per_sample = mean if prev is None else 0.8 * prev + 0.2 * mean
+
+    async def score_with_health(
+        self, samples: list[Any]
+    ) -> tuple[list[ScoreResult], list[int], list[list[Any] | None]]:
+        """:meth:`score_with_tokens`, plus each sample's reward-health identity ``[conversation digest,
+        answer digest, answer tokens]`` (None if malformed), computed in the preparation pool."""
+        self._health.ensure_canary(self._canary_score, self.stats)
+        if not isinstance(samples, (list, tuple)):
+            results, tokens = await self.score_with_tokens(samples)
+            return results, tokens, [None] * len(results)
+        tokenizer = getattr(getattr(self.scorer, "processor", None), "tokenizer", None)
+        infos = asyncio.get_running_loop().run_in_executor(
+            self._pool, self._health.sample_infos, tokenizer, samples
+        )
+        results, tokens = await self.score_with_tokens(samples)
+        return results, tokens, await infos
+
+    async def score_alone(self, samples: list[Any]) -> list[ScoreResult]:
+        """Score ``samples`` in a forward pass of their own, never batched with traffic (canaries: the
+        same composition every time, so a change in their scores is a change in the replica)."""
+        loop = asyncio.get_running_loop()
+        prepared = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, self.scorer.prepare, s) for s in samples)
+        )
+        return await asyncio.to_thread(self._forward, list(prepared))
+
+    async def _canary_score(self, samples: list[Any]) -> list[ScoreResult]:
+        """:meth:`score_alone` for the canary loop, once the replica is awake: a canary never wakes a
+        sleeping replica (the sleep would be lost for a probe)."""
+        while self._state != "awake":
+            await asyncio.sleep(1.0)
+        return await self.score_alone(samples)
 
     # -- continuous batching engine ---------------------------------------------------------------
     def _group_key(self, p: Any, request: int, i: int) -> Hashable:
@@ -419,6 +475,11 @@ class RewardReplica:
                 continue
             try:
                 results = await self._score_batch(batch)
+            except ReplicaUnhealthy as exc:  # the wake failed: the callers get 503 and retry elsewhere
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
             except Exception as exc:  # _score_batch isolates failures; never let the engine die
                 log.exception("replica engine failed on a batch of %d samples", len(batch))
                 results = [ScoreResult.failed(ErrorCode.INTERNAL, f"batch failed: {exc}")] * len(batch)
@@ -439,6 +500,8 @@ class RewardReplica:
         t0 = time.perf_counter()
         try:
             results = await asyncio.to_thread(self._forward, items)
+        except ReplicaUnhealthy:
+            raise
         except Exception as exc:  # score_prepared isolates samples; this is a last line of defence
             log.exception("replica batch of %d samples failed", len(items))
             results = [
@@ -477,11 +540,14 @@ class RewardReplica:
 
     def _forward(self, items: list[Any]) -> list[ScoreResult]:
         with self._device_lock:
-            self._forward_started = time.monotonic()
+            self._wake_locked()  # a request that reaches a sleeping replica wakes it
+            self._forward_started = started = time.monotonic()
             try:
-                return self.scorer.score_prepared(items)
+                results = self.scorer.score_prepared(items)
             finally:
                 self._forward_started = None
+            self._note_first_scoring(time.monotonic() - started)
+            return results
 
     def _account(self, results: list[ScoreResult]) -> None:
         errors = [r.error.code for r in results if r.error is not None]
@@ -499,13 +565,22 @@ class RewardReplica:
     # -- health, autoscaling, introspection ------------------------------------------------------------
     def _check_device(self) -> None:
         with self._device_lock:
+            if getattr(self.scorer, "sleep_level", 0):
+                return  # fell asleep since the caller looked: nothing on the device to probe
             (result,) = self.scorer.score_prepared([self._probe])
             _sync_device(self.scorer.device)
         if not result.ok:
             raise RuntimeError(f"the probe sample did not score: {result.error.code}: {result.error.message}")
 
     async def check_health(self) -> None:
-        """Raise if the replica cannot score (Serve replaces it after repeated failures)."""
+        """Raise if the replica cannot score (Serve replaces it after repeated failures): its wake from
+        sleep failed, or the device cannot score a probe. A sleeping replica is healthy (not probed)."""
+        self._health.ensure_canary(self._canary_score, self.stats)
+        self._start_control()
+        if self._unhealthy is not None:
+            raise RuntimeError(self._unhealthy)
+        if self._state != "awake":
+            return
         started = self._forward_started
         if started is not None:
             running = time.monotonic() - started
@@ -538,6 +613,7 @@ class RewardReplica:
             "refused_requests": self._refused,
             "cpu_s": _process_cpu_s(),
             **_engine_stats(self.scorer),
+            **self._sleep_stats(),
         }
 
     def info(self) -> dict[str, Any]:
@@ -573,12 +649,15 @@ def _sync_device(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _probe_sample() -> dict[str, Any]:
-    """A small text+image sample (a PIL image: in-process, so no media policy applies)."""
+def _probe_sample(vision: bool = True) -> dict[str, Any]:
+    """A small text+image sample (a PIL image: in-process, so no media policy applies); text only
+    for a text reward model."""
     from PIL import Image
 
-    img = Image.new("RGB", (56, 56), (200, 30, 30))
-    return {"prompt": "What colour is the square?", "response": "It is red.", "images": [img]}
+    sample: dict[str, Any] = {"prompt": "What colour is the square?", "response": "It is red."}
+    if vision:
+        sample["images"] = [Image.new("RGB", (56, 56), (200, 30, 30))]
+    return sample
 
 
 def _replica_context() -> dict[str, Any]:

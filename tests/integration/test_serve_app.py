@@ -186,3 +186,15 @@ def test_rlreward_serve_joins_the_cluster_serves_and_stops_on_sigint(ray_cluster
             proc.kill()
     assert "cli-app" not in serve.status().applications
     assert serve_app.name in serve.status().applications  # the rest of the cluster is untouched
+
+
+def test_client_stats_and_models_through_both_transports(serve_app):
+    """The clients' stats()/models() against the real app: HTTP and the Ray handle reach the same
+    ingress and replica methods (GET /v1/stats = RewardIngress.stats_snapshot)."""
+    with RewardClient(url=serve_app.url) as over_http:
+        http_stats, card = over_http.stats(), over_http.models()
+    with RewardClient(app_name=serve_app.name) as over_handle:
+        handle_stats, info = over_handle.stats(), over_handle.models()
+    assert "reward" in http_stats and set(http_stats) == set(handle_stats)
+    assert card["id"] == serve_app.config.served_model_name
+    assert card["head_shape"] == info["head_shape"] == [1, 64]

@@ -10,8 +10,15 @@ import math
 import pytest
 
 from rlreward.adapters import openrlhf as orl
-from rlreward.adapters._common import ClientHolder
-from rlreward.adapters.openrlhf import OpenRLHFOptions, get_reward_endpoint, parse_label, parse_query
+from rlreward.adapters._common import ClientHolder, ClientSpec
+from rlreward.adapters.openrlhf import OpenRLHFOptions
+from rlreward.protocols.openrlhf import (
+    CONNECTION_KEYS,
+    GetRewardOptions,
+    get_reward_endpoint,
+    parse_label,
+    parse_query,
+)
 from rlreward.rewards import RewardComposition
 from tests.conftest import data_uri
 from tests.unit.test_adapters_common import LocalFactory, LocalScorerClient, dead_factory, pil_noise
@@ -203,3 +210,16 @@ def test_bad_options_json_says_what_is_wrong(monkeypatch):
     monkeypatch.setenv("RLREWARD_OPENRLHF", '{"fallback": 1}')
     with pytest.raises(ValueError, match="RLREWARD_OPENRLHF"):
         OpenRLHFOptions.from_env()
+
+
+def test_the_servers_options_skip_exactly_the_trainers_connection_keys(monkeypatch):
+    """``/get_reward`` reads the same ``$RLREWARD_OPENRLHF`` as the trainer side: it drops the connection
+    keys (every ClientSpec field and alias) and still refuses any other unknown key."""
+    spec = set(ClientSpec.model_fields) | {"options"}  # client_options' alias
+    assert set(CONNECTION_KEYS) == spec
+    monkeypatch.setenv("RLREWARD_OPENRLHF", json.dumps({"url": "http://rm:8000", "fallback_reward": -2.0}))
+    assert GetRewardOptions.from_env().fallback_reward == -2.0
+    assert OpenRLHFOptions.from_env().url == "http://rm:8000"
+    monkeypatch.setenv("RLREWARD_OPENRLHF", '{"fallback": 1}')
+    with pytest.raises(ValueError, match="RLREWARD_OPENRLHF"):
+        GetRewardOptions.from_env()

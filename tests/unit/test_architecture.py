@@ -2,10 +2,11 @@
 
 * No import cycles among ``rlreward`` modules (every ``import`` / ``from ... import``, at any depth
   of a function, parsed from the source), and no ``importlib`` module loading inside the package.
-* Layers: commands → offline / serving → engine → schema; the trainer side (``schema``, ``errors``,
-  ``client``, ``rewards``, ``adapters``) never imports ``engine``, ``serving``, ``offline`` or
-  ``commands``.
-* In a fresh interpreter the trainer-side modules load no ``torch``, ``transformers``,
+* Layers: commands → offline / serving → engine → schema; the trainer side (``schema``,
+  ``errors``, ``client``, ``transport``, ``rewards``, ``trace``, ``adapters``) never imports
+  ``engine``, ``serving``, ``offline`` or ``commands``. ``protocols`` (foreign wire formats: vLLM's, OpenRLHF's) sits between: serving and
+  the adapters import it, it imports only ``schema``, ``errors`` and ``rewards``.
+* In a fresh interpreter the trainer-side and protocol modules load no ``torch``, ``transformers``,
   ``ray.serve`` or engine module (``rlreward.adapters.verl`` may load ``torch``: verl's contract
   is tensors).
 """
@@ -114,13 +115,22 @@ TRAINER_SIDE = (
     "rlreward.schema",
     "rlreward.errors",
     "rlreward.client",
+    "rlreward.transport",
     "rlreward.rewards",
     "rlreward.adapters",
     "rlreward.trace",
 )
+#: What the protocols layer may import from rlreward: pure data modules.
+PROTOCOL_DEPS = ("rlreward.schema", "rlreward.errors", "rlreward.rewards")
 LAYERS = {
     # layer → layers it must not import
-    "rlreward.engine": ("rlreward.serving", "rlreward.offline", "rlreward.commands", "rlreward.adapters"),
+    "rlreward.engine": (
+        "rlreward.serving",
+        "rlreward.offline",
+        "rlreward.commands",
+        "rlreward.adapters",
+        "rlreward.protocols",
+    ),
     "rlreward.serving": ("rlreward.offline", "rlreward.commands"),
     "rlreward.offline": ("rlreward.commands",),
     **{
@@ -139,6 +149,23 @@ def test_arrows_point_down():
     assert wrong == []
 
 
+def test_protocols_import_only_pure_data_modules_and_are_used_by_serving_and_adapters():
+    graph = import_graph()
+    protocols = {m for m in graph if m.startswith("rlreward.protocols")}
+    assert {"rlreward.protocols.vllm", "rlreward.protocols.openrlhf"} <= protocols
+    wrong = [
+        f"{m} -> {d}"
+        for m in protocols
+        for d in graph[m]
+        if not d.startswith("rlreward.protocols") and d not in PROTOCOL_DEPS
+    ]
+    assert wrong == []
+    users = {
+        m.split(".")[1] for m, deps in graph.items() for d in deps if d.startswith("rlreward.protocols.")
+    }
+    assert {"serving", "adapters"} <= users
+
+
 HEAVY = ("torch", "transformers", "ray.serve")
 
 
@@ -149,11 +176,14 @@ HEAVY = ("torch", "transformers", "ray.serve")
         ("rlreward.schema", ()),
         ("rlreward.errors", ()),
         ("rlreward.client", ()),
+        ("rlreward.transport", ()),
         ("rlreward.rewards", ()),
         ("rlreward.trace", ()),
         ("rlreward.adapters.trl", ()),
         ("rlreward.adapters.openrlhf", ()),
         ("rlreward.adapters.verl", ("torch",)),
+        ("rlreward.protocols.vllm", ()),
+        ("rlreward.protocols.openrlhf", ()),
     ],
 )
 def test_trainer_side_imports_light_in_a_fresh_interpreter(module, allowed):

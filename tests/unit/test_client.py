@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -385,3 +386,212 @@ def test_transport_injection_is_http_only_and_not_pickled():
     assert client.score(SAMPLES[:1])[0].score == 0.0
     clone = pickle.loads(pickle.dumps(client))
     assert clone._transport.transport is None
+
+
+# -- every operation through both transports, sync and async ---------------------------------------
+class _Recorder:
+    """An httpx handler standing in for the server's non-score routes: it records each request and
+    answers what the route answers (``answers[path]``: a body, or ``(status, body)``)."""
+
+    def __init__(self, answers):
+        self.answers, self.seen = answers, []
+
+    def __call__(self, request):
+        import httpx
+
+        body = json.loads(request.content) if request.content else None
+        self.seen.append((request.method, request.url.path, body, request.headers.get("authorization")))
+        answer = self.answers[request.url.path]
+        status, answer = answer if isinstance(answer, tuple) else (200, answer)
+        return httpx.Response(status, json=answer)
+
+
+_ROUTES = {
+    "/v1/models": {"object": "list", "data": [{"id": "tiny"}]},
+    "/v1/stats": {"replicas": [{"replica_id": "r1", "state": "awake"}]},
+    "/v1/sleep": {"replicas": [{"replica_id": "r1", "state": "asleep"}]},
+    "/v1/wake": {"replicas": [{"replica_id": "r1", "state": "awake"}]},
+    "/v1/hints": {"accepted": True},
+}
+
+
+@pytest.mark.parametrize("cls", [RewardClient, AsyncRewardClient])
+def test_every_operation_over_http_has_its_route_body_and_token(cls):
+    server = _Recorder(_ROUTES)
+    client = _mock_client(server, cls, api_key="k")
+
+    async def calls():
+        ops = (
+            client.models(),
+            client.stats(),
+            client.sleep(),
+            client.sleep(2),
+            client.wake(),
+            client.expect(8),
+        )
+        out = [await op if asyncio.iscoroutine(op) else op for op in ops]
+        if cls is AsyncRewardClient:
+            await client.aclose()
+        return out
+
+    models, stats, sleep1, sleep2, wake, hint = asyncio.run(calls())
+    assert models == {"id": "tiny"} and stats == _ROUTES["/v1/stats"] and hint == {"accepted": True}
+    assert sleep1 == sleep2 == _ROUTES["/v1/sleep"] and wake == _ROUTES["/v1/wake"]
+    assert [(m, p, b) for m, p, b, _ in server.seen[:5]] == [
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/stats", None),
+        ("POST", "/v1/sleep", {"level": 1}),
+        ("POST", "/v1/sleep", {"level": 2}),
+        ("POST", "/v1/wake", {}),
+    ]
+    assert server.seen[5][1] == "/v1/hints" and server.seen[5][2]["n_samples"] == 8
+    assert {auth for *_, auth in server.seen} == {"Bearer k"}
+
+
+@pytest.mark.parametrize("cls", [RewardClient, AsyncRewardClient])
+def test_operation_errors_are_the_clients_errors_and_a_bad_level_is_refused_before_sending(cls):
+    server = _Recorder(
+        {
+            "/v1/stats": (401, {"error": {"code": "unauthorized", "message": "wrong API token"}}),
+            "/v1/wake": (503, {"error": {"code": "unavailable", "message": "no replica"}}),
+            "/v1/sleep": (422, {"error": {"code": "malformed_request", "message": "level"}}),
+            "/v1/models": [1, 2],  # not an object: the server broke the protocol
+        }
+    )
+    client = _mock_client(server, cls)
+
+    def run(op):
+        out = op()
+        return asyncio.run(out) if asyncio.iscoroutine(out) else out
+
+    with pytest.raises(AuthenticationError, match="/v1/stats answered 401"):
+        run(client.stats)
+    with pytest.raises(RewardServerError, match="/v1/wake answered 503") as info:
+        run(client.wake)
+    assert info.value.retryable and len(server.seen) == 2  # one attempt each
+    with pytest.raises(RewardRequestError, match="/v1/sleep answered 422"):
+        run(client.sleep)
+    with pytest.raises(RewardServerError, match="unexpected body") as info:
+        run(client.models)
+    assert not info.value.retryable
+    n = len(server.seen)
+    for bad in (0, 3, True, "1"):
+        with pytest.raises(ValueError, match="sleep level must be 1 or 2"):
+            run(lambda bad=bad: client.sleep(bad))
+    assert len(server.seen) == n
+
+
+class _Response:
+    """A Ray ``DeploymentResponse`` stand-in: ``result(timeout_s=)``, ``await``, ``cancel()``."""
+
+    def __init__(self, value, slow=False):
+        self.value, self.slow, self.cancelled = value, slow, False
+
+    def result(self, timeout_s=None):
+        if self.slow:
+            raise TimeoutError("GetTimeoutError")
+        return self.value
+
+    def __await__(self):
+        if self.slow:
+            yield from asyncio.sleep(10).__await__()
+        return self.value
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class _Deployment:
+    """A ``DeploymentHandle`` stand-in recording ``handle.method.remote(*args)`` calls."""
+
+    def __init__(self, name, answers, calls):
+        self.name, self.answers, self.calls = name, answers, calls
+
+    def __getattr__(self, method):
+        outer = self
+
+        class _Method:
+            def remote(self, *args):
+                outer.calls.append((outer.name, method, args))
+                value = outer.answers[method]
+                return value if isinstance(value, _Response) else _Response(value(*args))
+
+        return _Method()
+
+
+@pytest.mark.parametrize("cls", [RewardClient, AsyncRewardClient])
+def test_every_operation_over_a_ray_handle_calls_its_deployment_method(cls, monkeypatch):
+    from rlreward.transport import HandleTransport
+
+    calls = []
+    replica = {"score": lambda s: [ScoreResult(score=float(len(s)))] * len(s), "info": lambda: {"id": "tiny"}}
+    ingress = {
+        "post_hint": lambda body: {"accepted": body["event"] == "expect"},
+        "stats_snapshot": lambda: {"replicas": []},
+        "sleep_replicas": lambda level: {"replicas": [{"state": "asleep", "level": level}]},
+        "wake_replicas": lambda: {"replicas": [{"state": "awake"}]},
+    }
+    handles = {
+        "replica": _Deployment("replica", replica, calls),
+        "ingress": _Deployment("ingress", ingress, calls),
+    }
+    monkeypatch.setattr(HandleTransport, "_handle", lambda self, target: handles[target])
+    client = cls(app_name="rlreward")
+
+    async def go():
+        ops = (
+            client.score(SAMPLES[:2]),
+            client.models(),
+            client.stats(),
+            client.sleep(2),
+            client.wake(),
+            client.expect(4),
+        )
+        return [await op if asyncio.iscoroutine(op) else op for op in ops]
+
+    scored, models, stats, slept, woke, hint = asyncio.run(go())
+    assert [r.score for r in scored] == [2.0, 2.0] and models == {"id": "tiny"} and stats == {"replicas": []}
+    assert slept["replicas"][0]["level"] == 2 and woke["replicas"][0]["state"] == "awake" and hint["accepted"]
+    assert [(t, m) for t, m, _ in calls] == [
+        ("replica", "score"),
+        ("replica", "info"),
+        ("ingress", "stats_snapshot"),
+        ("ingress", "sleep_replicas"),
+        ("ingress", "wake_replicas"),
+        ("ingress", "post_hint"),
+    ]
+    assert calls[0][2] == (SAMPLES[:2],) and calls[3][2] == (2,) and calls[2][2] == ()
+
+
+@pytest.mark.parametrize("cls", [RewardClient, AsyncRewardClient])
+def test_a_handle_call_past_its_timeout_is_cancelled_and_a_timeout_error(cls, monkeypatch):
+    from rlreward.transport import HandleTransport
+
+    slow = _Response(None, slow=True)
+    handle = _Deployment("ingress", {"stats_snapshot": slow}, [])
+    monkeypatch.setattr(HandleTransport, "_handle", lambda self, target: handle)
+    client = cls(app_name="rlreward", timeout_s=0.05)
+    with pytest.raises(RewardTimeoutError, match="no answer within 0.05s"):
+        out = client.stats()
+        asyncio.run(out) if asyncio.iscoroutine(out) else out
+    assert slow.cancelled
+
+
+def test_the_clients_hold_no_transport_type_checks_and_no_reach_into_a_transport():
+    import ast
+
+    import rlreward.client as client_module
+
+    tree = ast.parse(Path(client_module.__file__).read_text(encoding="utf-8"))
+    wrong = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
+            if "Transport" in ast.unparse(node.args[1]) or "_transport" in ast.unparse(node.args[0]):
+                wrong.append(ast.unparse(node))
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and "_transport" in ast.unparse(node.value)
+        ):
+            wrong.append(ast.unparse(node))
+    assert wrong == []

@@ -6,6 +6,7 @@ by the real tiny scorer; the rendered-text form against the chat template's rend
 from __future__ import annotations
 
 import pytest
+import torch
 
 from rlreward.engine.content import from_openai_part
 from rlreward.engine.preprocess import normalize_messages
@@ -101,7 +102,7 @@ def test_normalize_messages_reads_openai_parts_in_every_turn():
     assert normalize_messages(openai_form) == normalize_messages(card_form)
 
 
-def test_openai_parts_score_exactly_as_the_cards_items(scorer):
+def test_openai_parts_score_as_the_cards_items(scorer):
     frames = [data_uri("red"), data_uri("green")]
     openai_samples = [
         {
@@ -157,13 +158,21 @@ def test_openai_parts_score_exactly_as_the_cards_items(scorer):
             ]
         },
     ]
+    # The same model inputs (token ids, pixels), so the same score within fp32 noise: two passes may
+    # differ in the last bits on some CPUs.
+    for o, c in zip(openai_samples, card_samples):
+        po, pc = scorer.prepare(o), scorer.prepare(c)
+        assert torch.equal(po.input_ids, pc.input_ids)
+        for name in ("pixel_values", "pixel_values_videos"):
+            a, b = getattr(po, name), getattr(pc, name)
+            assert (a is None and b is None) or torch.equal(a, b), name
     got, want = scorer.score(openai_samples), scorer.score(card_samples)
     for g, w in zip(got, want):
         assert g.error is None and w.error is None, (g.error, w.error)
-        assert g.score == w.score
+        assert abs(g.score - w.score) <= 1e-5, (g.score, w.score)
 
 
-def test_rendered_text_scores_exactly_as_the_conversation_it_renders(scorer):
+def test_rendered_text_scores_as_the_conversation_it_renders(scorer):
     messages = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
     text = scorer.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     assert text.endswith("<|im_end|>\n")
@@ -248,10 +257,10 @@ def test_http_image_url_parts_follow_the_url_allow_list(tiny_model_dir):
                 ]
             }
 
-        # One at a time: the same forward pass for both (batch composition moves fp32 in the last bits).
+        # One at a time, the same image bytes: equal within fp32 noise.
         (by_url,), (inline,) = scorer.score([sample(base + "/ok/a.png")]), scorer.score([sample(URI)])
         (refused,) = scorer.score([sample(base + "/no/a.png")])
     finally:
         server.shutdown()
-    assert by_url.error is None and by_url.score == inline.score
+    assert by_url.error is None and abs(by_url.score - inline.score) <= 1e-5, (by_url.score, inline.score)
     assert refused.error is not None and refused.error.code == "url_not_allowed"

@@ -36,28 +36,20 @@ def test_unset_budget_survives_a_dump_round_trip_and_resolves_per_device(tiny_mo
         assert c.scorer.max_pixels is None and c.scorer.min_pixels is None, f  # the card's preprocessing
 
 
-def test_the_old_top_level_batching_section_is_moved_with_a_warning(tiny_model_dir, tmp_path):
+def test_an_old_top_level_batching_section_is_refused_naming_where_its_keys_live(tiny_model_dir, tmp_path):
     old = tmp_path / "old.yaml"
     old.write_text(
         f"scorer:\n  model: {tiny_model_dir}\n  batching:\n    max_batch_size: 32\n"
-        "batching:\n  batch_wait_timeout_s: 0.2\n  max_batch_size: 16\n  max_batch_tokens: 2048\n"
+        "batching:\n  batch_wait_timeout_s: 0.2\n  max_batch_size: 16\n"
     )
-    with pytest.warns(FutureWarning, match="scorer.batching") as rec:
-        cfg = load_app_config(str(old))
-    msg = str(rec[0].message)
-    assert "max_batch_size" in msg and "(32, 16)" in msg  # says which scorer value it overrode
-    b = cfg.scorer.batching
-    assert (b.batch_wait_timeout_s, b.max_batch_size, b.max_batch_tokens) == (0.2, 16, 2048)
-    # The replica's user_config is the same section, seen from the replica.
-    assert cfg.batching.model_dump() == {
-        "max_batch_size": 16,
-        "max_batch_tokens": 2048,
-        "batch_wait_timeout_s": 0.2,
-    }
-    assert "batching" not in cfg.model_dump()  # one section in what is written back
+    with pytest.raises(ValueError, match="scorer.batching") as info:
+        load_app_config(str(old))
+    assert "batch_wait_timeout_s" in str(info.value) and "max_batch_size" in str(info.value)
+    # The one section loads, without a warning; the replica's user_config is the same section.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_app_config({"model": tiny_model_dir, "scorer.batching.batch_wait_timeout_s": 0.3})
+        cfg = load_app_config({"model": tiny_model_dir, "scorer.batching.batch_wait_timeout_s": 0.3})
+    assert cfg.batching.batch_wait_timeout_s == 0.3 and "batching" not in cfg.model_dump()
 
 
 def test_make_tiny_processor_options(tmp_path):
@@ -81,9 +73,9 @@ def test_make_tiny_processor_options(tmp_path):
     proc = AutoProcessor.from_pretrained(tmp_path / "t")
     assert (proc.image_processor.size.shortest_edge, proc.image_processor.size.longest_edge) == (6272, 31360)
     bad = p.parse_args([str(tmp_path / "u"), "--min-pixels", "9000", "--max-pixels", "5000"])
-    from rlreward.commands._options import CliError
+    from rlreward.errors import UsageError
 
-    with pytest.raises(CliError, match="min pixels above max"):
+    with pytest.raises(UsageError, match="min pixels above max"):
         cmd.run(bad)
 
 

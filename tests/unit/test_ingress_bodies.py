@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlreward.serving.ingress import GetRewardRequest, HttpError, ScoreRequest, _validate, redact_paths
+from rlreward.protocols.openrlhf import GetRewardRequest
+from rlreward.serving.ingress import HttpError, ScoreSamplesRequest, _validate, redact_paths
 
 
 @pytest.mark.parametrize(
@@ -25,9 +26,9 @@ def test_absolute_paths_are_cut_to_their_last_component(text, want):
 
 
 def test_request_models_name_the_field_and_never_echo_the_input():
-    assert ScoreRequest.model_validate({"samples": [1, {}], "extra": 1}).samples == [1, {}]
+    assert ScoreSamplesRequest.model_validate({"samples": [1, {}], "extra": 1}).samples == [1, {}]
     with pytest.raises(HttpError) as info:
-        _validate(ScoreRequest, {"samples": "s3cret-looking-input"})
+        _validate(ScoreSamplesRequest, {"samples": "s3cret-looking-input"})
     assert info.value.status == 422 and info.value.code == "malformed_request"
     assert "samples" in info.value.message and "s3cret-looking-input" not in info.value.message
     for bad in ({"query": 5}, {"query": [1]}, {"query": ["q"], "prompts": 7}, {"prompts": ["p"]}, [1]):

@@ -211,7 +211,9 @@ def test_loadtest_counts_errors_retries_and_steps_for_a_grpo_run(tmp_path):
     assert [(s["samples"], s["requests"]) for s in report["steps"]] == [(6, 2), (6, 2)]
     assert sum(len(b["samples"]) for b in received) == 12
     assert all(s["reward_stage_s"] > 0 for s in report["steps"])
-    assert report["timeline"] == [] and report["server"] is None  # HTTP from outside: client counts only
+    assert (
+        report["timeline"] == [] and report["server"] is None
+    )  # a server without GET /v1/stats: client counts only
     assert report["latency_p50_s"] <= report["latency_p99_s"]
 
 
@@ -267,3 +269,40 @@ def test_record_trace_survives_pickling_and_comes_from_the_adapters_client_spec(
     clone = pickle.loads(pickle.dumps(client))  # a trainer worker's copy appends to the same trace
     assert clone._trace is TraceRecorder.for_path(path)
     assert ClientSpec(url="http://rm:8000").build_sync()._trace is None  # off by default
+
+
+def test_http_monitor_reads_the_replicas_from_v1_stats_and_counts_the_awake_ones():
+    """``--url`` alone: the timeline from ``GET /v1/stats`` (the key sent), asleep replicas not awake;
+    a server without the route is refused with what it answered."""
+    from rlreward.offline.loadtest.runner import ServeMonitor, replica_seconds
+
+    seen: list[str | None] = []
+    replicas = [
+        {"replica_id": "a", "state": "awake", "backlog_samples": 3, "cpu_s": 1.0, "samples": 5},
+        {"replica_id": "b", "state": "asleep", "backlog_samples": 0, "cpu_s": 2.0, "samples": 7},
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        if request.url.path == "/v1/stats":
+            return httpx.Response(200, json={"replicas": replicas, "reward": {}})
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
+
+    monitor = ServeMonitor.over_http("http://rm", "k", transport=httpx.MockTransport(handler))
+    assert seen == ["Bearer k"] and monitor.counters()["samples"] == 12
+    monitor.start(time.perf_counter())
+    for _ in range(200):
+        if monitor.timeline:
+            break
+        time.sleep(0.01)
+    monitor.stop()
+    row = monitor.timeline[0]
+    assert (row["replicas"], row["awake"], row["queue"]) == (2, 1, 3)
+    assert replica_seconds([{**row, "t": 0.0}], 10.0, "awake") == 10.0
+    assert replica_seconds([{**row, "t": 0.0}], 10.0) == 20.0
+
+    def missing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": {"code": "not_found"}})
+
+    with pytest.raises(RuntimeError, match="GET /v1/stats answered 404"):
+        ServeMonitor.over_http("http://rm", transport=httpx.MockTransport(missing))

@@ -51,10 +51,8 @@ def _run(argv: list[str]) -> int:
 
 
 def _app_config():
-    try:
-        from rlreward.serving.config import AppConfig
-    except ImportError:
-        from rlreward.deployment import AppConfig
+    from rlreward.serving.config import AppConfig
+
     return AppConfig
 
 
@@ -67,7 +65,7 @@ def test_sweep_writes_pareto_json_a_valid_app_config_and_a_plot(tmp_path, capsys
     assert data["simulated"] == 2 + 4 + 4 + 4
     assert data["pareto"], "an empty Pareto front"
     for p in data["pareto"]:
-        assert set(p) == {"config", "reward_stage_s", "replica_seconds"}
+        assert set(p) == {"config", "reward_stage_s", "replica_seconds", "awake_replica_seconds"}
         assert p["reward_stage_s"] > 0 and p["replica_seconds"] > 0
     stages = [p["reward_stage_s"] for p in data["pareto"]]
     costs = [p["replica_seconds"] for p in data["pareto"]]

@@ -1,4 +1,4 @@
-"""vLLM's /classify, /pooling, /score over rlreward's scoring (rlreward.serving.vllm_api), no Ray.
+"""vLLM's /classify, /pooling, /score over rlreward's scoring (rlreward.protocols.vllm), no Ray.
 
 The scoring call is a fake that records the samples it was given and returns chosen rewards; values
 are checked against a sigmoid written out here, shapes against vLLM's protocol."""
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from rlreward.protocols import vllm as vllm_api
+from rlreward.protocols.vllm import VllmContext, VllmError
 from rlreward.schema import ErrorCode, ScoreResult
-from rlreward.serving import vllm_api
-from rlreward.serving.vllm_api import VllmContext, VllmError
 
 CTX = VllmContext(model_name="skywork-rm", max_samples=8, request_id="req-1")
 

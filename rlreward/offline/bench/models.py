@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlreward.errors import UsageError as CliError
+from rlreward.errors import UsageError
 
 # -- model shapes ------------------------------------------------------------------------------------
 #: Qwen2.5-VL-7B-Instruct text config (reference §2); special-token ids are filled from the tokenizer.
@@ -196,10 +196,10 @@ def load_bench_model(
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     if not Path(model).is_dir():
-        raise CliError(f"--model {model!r} is neither bench-small, 7b-shape nor a checkpoint directory")
+        raise UsageError(f"--model {model!r} is neither bench-small, 7b-shape nor a checkpoint directory")
     head = Path(model) / head_file
     if not head.is_file():
-        raise CliError(
+        raise UsageError(
             f"{head} does not exist; a reward checkpoint ships its value head (or pass --head-file)"
         )
     kwargs: dict[str, Any] = {"dtype": dtype}

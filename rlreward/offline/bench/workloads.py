@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from rlreward.errors import UsageError as CliError
+from rlreward.errors import UsageError
 from rlreward.offline.synthetic import WORDS, token_noise_image
 from rlreward.schema import image_data_uri as schema_image_data_uri
 
@@ -33,7 +33,7 @@ def one_token_words(tokenizer: Any) -> list[str]:
 
     words = sorted({w for w in WORDS if n(w) == 1 and n(" " + w) == 1})
     if len(words) < 8:
-        raise CliError("this tokenizer has too few one-token English words to synthesize exact lengths")
+        raise UsageError("this tokenizer has too few one-token English words to synthesize exact lengths")
     return words
 
 
@@ -47,12 +47,12 @@ def parse_token_range(text: str) -> int | tuple[int, int]:
     try:
         value: int | tuple[int, int] = (int(lo), int(hi)) if sep else int(lo)
     except ValueError:
-        raise CliError(
+        raise UsageError(
             f"--completion-tokens {text!r}: give a count (64) or a range MIN..MAX (16..512)"
         ) from None
     bounds = value if isinstance(value, tuple) else (value, value)
     if bounds[0] < 1 or bounds[0] > bounds[1]:
-        raise CliError(f"--completion-tokens {text!r}: need 1 <= MIN <= MAX")
+        raise UsageError(f"--completion-tokens {text!r}: need 1 <= MIN <= MAX")
     return value
 
 
@@ -84,12 +84,15 @@ def make_workload(
     out: list[dict] = []
     if kind == "grpo":
         for p in range(prompts):
-            image, prompt = (
-                schema_image_data_uri(token_noise_image(n_img, seed * 1000 + p)),
-                _text(rng, words, pt),
+            # --image-tokens 0: text only (a text reward model's GRPO groups).
+            images = (
+                {"images": [schema_image_data_uri(token_noise_image(n_img, seed * 1000 + p))]}
+                if n_img > 0
+                else {}
             )
+            prompt = _text(rng, words, pt)
             out += [
-                {"prompt": prompt, "response": _text(rng, words, rng.randint(lo, hi)), "images": [image]}
+                {"prompt": prompt, "response": _text(rng, words, rng.randint(lo, hi)), **images}
                 for _ in range(group)
             ]
         groups = [list(range(p * group, (p + 1) * group)) for p in range(prompts)]
@@ -118,5 +121,5 @@ def make_workload(
             **({"image_tokens": f"{max(4, n_img // 4)}..{n_img}"} if kind == "ppo" else {}),
         )
     else:
-        raise CliError(f"unknown workload {kind!r}: use grpo, ppo or text")
+        raise UsageError(f"unknown workload {kind!r}: use grpo, ppo or text")
     return Workload(kind, out, groups, params)

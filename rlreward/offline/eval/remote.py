@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rlreward.schema import ErrorCode, ScoreResult, image_data_uri
+from rlreward.schema import ErrorCode, ScoreResult, image_data_uri, media_items
 
 from .items import EvalError
 
@@ -53,19 +53,17 @@ class RemoteBackend:
     def _wire(self, sample: dict) -> dict:
         if "messages" not in sample:
             return {**sample, "images": [self._inline(ref) for ref in sample.get("images", [])]}
-        turns = []
-        for m in sample["messages"]:
-            content = m.get("content")
-            if isinstance(content, list):
-                items = []
-                for c in content:
-                    if c.get("type") == "image" and "image" in c:
-                        c = {**c, "image": self._inline(c["image"])}
-                    elif c.get("type") == "video" and isinstance(c.get("video"), list):
-                        c = {**c, "video": [self._inline(f) for f in c["video"]]}
-                    items.append(c)
-                m = {**m, "content": items}
-            turns.append(m)
+        turns = [  # a copy down to the items, filled in place below
+            {**m, "content": [dict(c) if isinstance(c, dict) else c for c in m["content"]]}
+            if isinstance(m, dict) and isinstance(m.get("content"), list)
+            else m
+            for m in sample["messages"]
+        ]
+        for item in media_items(turns):
+            if item.get("type") == "image" and "image" in item:
+                item["image"] = self._inline(item["image"])
+            elif item.get("type") == "video" and isinstance(item.get("video"), list):
+                item["video"] = [self._inline(f) for f in item["video"]]
         return {**sample, "messages": turns}
 
     def info(self) -> dict[str, Any]:

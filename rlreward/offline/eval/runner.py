@@ -9,7 +9,6 @@ them and ``--resume`` goes on from there. Raises :class:`~.items.EvalError` with
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +83,7 @@ def _backend(job: EvalJob, base: Path | None) -> tuple[Any, dict[str, Any], str]
 
 def run_eval(job: EvalJob) -> EvalRun:
     """Load, score (progress on stderr), build the report and write its three files."""
-    from tqdm import tqdm
+    from rlreward.offline.progress import progress
 
     items, fmt, base = load_items(job.dataset, job.fmt, split=job.split, limit=job.limit)
     backend, requested, model = _backend(job, base)
@@ -100,7 +99,7 @@ def run_eval(job: EvalJob) -> EvalRun:
     t0 = time.perf_counter()
     unit = benchmark(fmt).item_kind
     try:
-        with tqdm(total=len(items), desc=f"eval {fmt}", unit=unit, file=sys.stderr, disable=None) as bar:
+        with progress(len(items), f"eval {fmt}", unit) as bar:
             results = score_items(
                 items, backend, chunk_pairs=job.chunk_pairs, cache=cache, progress=bar.update
             )

@@ -52,7 +52,7 @@ def plot_timeline(report: dict[str, Any], requests: list[dict[str, Any]], path: 
             a.text(
                 0.5,
                 0.5,
-                "no Serve timeline (needs --app-name or --ray-address)",
+                "no Serve timeline (needs GET /v1/stats, --app-name or --ray-address)",
                 ha="center",
                 va="center",
                 transform=a.transAxes,

@@ -6,8 +6,9 @@
 counted where the client makes them), and shows a progress bar. :class:`ServeMonitor` polls the
 replicas' own stats (``stats()`` on every replica, through ``DeploymentHandle.broadcast``) from a
 thread: replica count, samples queued or being scored, CPU seconds, and the counters of samples and
-errors the replicas answered. It needs a connection to the Ray cluster (in-cluster, or
-``ray_address``); over plain HTTP from outside there is no timeline, only the client's counts.
+errors the replicas answered, and how many are awake (not asleep, :mod:`rlreward.serving.sleep`). With
+a connection to the Ray cluster (in-cluster, or ``ray_address``) it asks the replicas; over plain HTTP
+(:meth:`ServeMonitor.over_http`) it reads the server's ``GET /v1/stats`` (the replicas' reports).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,18 +70,32 @@ def percentile(values: list[float], q: float) -> float | None:
 class ServeMonitor:
     """Polls every replica's ``stats()`` each ``interval_s`` seconds from a thread (see module docstring).
 
-    ``samples()`` returns ``[{"t", "replicas", "queue", "cpu_s"}]`` (t in seconds since ``t0``);
+    ``timeline`` is ``[{"t", "replicas", "awake", "queue", "cpu_s"}]`` (t in seconds since ``t0``);
     ``counters()`` the replicas' summed ``samples``/``errors``/``requests`` counters now (replicas
     that left keep their last value, so a removed node's answers still count).
     """
 
-    def __init__(self, app_name: str, interval_s: float = 0.5, timeout_s: float = 5.0) -> None:
-        from ray import serve
-
-        from rlreward.serving.config import REPLICA_DEPLOYMENT
-
+    def __init__(
+        self,
+        app_name: str,
+        interval_s: float = 0.5,
+        timeout_s: float = 5.0,
+        fetch: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``fetch`` (see :meth:`over_http`) replaces the Ray handle's broadcast of ``stats()``."""
         self.app_name, self.interval_s, self.timeout_s = app_name, interval_s, timeout_s
-        self._handle = serve.get_deployment_handle(REPLICA_DEPLOYMENT, app_name=app_name)
+        if fetch is None:
+            from ray import serve
+
+            from rlreward.serving.config import REPLICA_DEPLOYMENT
+
+            handle = serve.get_deployment_handle(REPLICA_DEPLOYMENT, app_name=app_name)
+
+            def fetch() -> list[dict[str, Any]]:
+                stats = handle.broadcast("stats").results(timeout_s=self.timeout_s, return_exceptions=True)
+                return [s for s in stats if isinstance(s, dict)]
+
+        self._fetch = fetch
         self._last: dict[str, dict[str, Any]] = {}
         self._cpu0: dict[str, float] = {}
         self.timeline: list[dict[str, Any]] = []
@@ -90,8 +106,7 @@ class ServeMonitor:
 
     def poll(self) -> list[dict[str, Any]]:
         """Every replica's stats now (raises when none answers within ``timeout_s``)."""
-        stats = self._handle.broadcast("stats").results(timeout_s=self.timeout_s, return_exceptions=True)
-        good = [s for s in stats if isinstance(s, dict)]
+        good = self._fetch()
         with self._lock:
             for s in good:
                 rid = str(s.get("replica_id") or s.get("pid"))
@@ -126,6 +141,7 @@ class ServeMonitor:
                     {
                         "t": round(t, 3),
                         "replicas": len(stats),
+                        "awake": sum(1 for s in stats if s.get("state", "awake") != "asleep"),
                         "queue": sum(int(s.get("backlog_samples", 0)) for s in stats),
                         "cpu_s": round(self.cpu_seconds(), 3),
                     }
@@ -133,6 +149,35 @@ class ServeMonitor:
             except Exception as exc:  # a replica going away mid-poll is part of what we watch
                 log.debug("monitor poll failed: %s", exc)
             self._stop.wait(self.interval_s)
+
+    @classmethod
+    def over_http(
+        cls,
+        url: str,
+        api_key: str | None = None,
+        interval_s: float = 0.5,
+        timeout_s: float = 5.0,
+        **client: Any,
+    ) -> ServeMonitor:
+        """A monitor that reads ``GET {url}/v1/stats`` (``client``: httpx.Client options, e.g. a
+        ``transport``). Raises RuntimeError naming the answer when the route does not answer 200."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s, **client)
+
+        def fetch() -> list[dict[str, Any]]:
+            r = http.get("/v1/stats")
+            if r.status_code != 200:
+                raise RuntimeError(f"GET /v1/stats answered {r.status_code}: {r.text[:200]}")
+            replicas = r.json().get("replicas")
+            if not isinstance(replicas, list):
+                raise RuntimeError("GET /v1/stats has no 'replicas' list")
+            return [s for s in replicas if isinstance(s, dict)]
+
+        monitor = cls(url, interval_s, timeout_s, fetch=fetch)
+        monitor.poll()  # fail now, not silently in the thread
+        return monitor
 
     def start(self, t0: float) -> None:
         self.t0 = t0
@@ -197,9 +242,15 @@ async def run_plan(
     record_path: str | Path,
     monitor: ServeMonitor | None = None,
     progress: bool = True,
+    hint_lead_s: float | None = None,
+    hint_within_s: float = 30.0,
 ) -> tuple[list[StepOutcome], float]:
     """Send ``plan`` through ``client`` (an AsyncRewardClient); returns the steps and the run's wall
-    seconds. Every request is appended to ``record_path`` (a trace; an existing file is replaced)."""
+    seconds. Every request is appended to ``record_path`` (a trace; an existing file is replaced).
+
+    ``hint_lead_s``: act as a hinting trainer — ``client.expect(step samples, within_s=hint_within_s)``
+    that many seconds before each step (the rollout's start; within the gap before it) and
+    ``client.step_done()`` after its last score; None sends no hints."""
     from tqdm import tqdm
 
     rp = Path(record_path)
@@ -222,17 +273,35 @@ async def run_plan(
                 if step.start_s is not None:
                     await asyncio.sleep(max(0.0, t0 + step.start_s - time.perf_counter()))
                 elif step.gap_s > 0:
-                    await asyncio.sleep(step.gap_s)
+                    lead = min(step.gap_s, hint_lead_s or 0.0)
+                    await asyncio.sleep(step.gap_s - lead)
+                    if hint_lead_s is not None:
+                        await _hint(client.expect(sum(len(r.samples) for r in step.requests), hint_within_s))
+                    await asyncio.sleep(lead)
+                if hint_lead_s is not None and (k == 0 or step.gap_s <= 0):
+                    await _hint(client.expect(sum(len(r.samples) for r in step.requests), hint_within_s))
                 if k:
                     recorder.step_done()
                 bar.set_postfix_str(f"step {k + 1}/{len(plan.steps)}")
                 t_start = time.perf_counter() - t0
                 reqs = await _run_step(client, recorder, step, k, t0, bar)
                 out.append(StepOutcome(k, t_start, time.perf_counter() - t0, reqs))
+                if hint_lead_s is not None:
+                    await _hint(client.step_done())
     finally:
         if monitor is not None:
             monitor.stop()
     return out, time.perf_counter() - t0
+
+
+async def _hint(call: Any) -> None:
+    """Send one hint; a refused or failed hint is logged, never fails the run."""
+    try:
+        answer = await call
+        if not answer.get("accepted"):
+            log.warning("hint not accepted: %s", answer.get("reason"))
+    except Exception as exc:
+        log.warning("hint failed: %r", exc)
 
 
 def summarize(steps: list[StepOutcome], wall_s: float) -> dict[str, Any]:
@@ -288,11 +357,12 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 5)
 
 
-def replica_seconds(timeline: list[dict[str, Any]], wall_s: float) -> float | None:
-    """∫ replicas dt over the run, from the polled timeline (step-wise constant); None without one."""
+def replica_seconds(timeline: list[dict[str, Any]], wall_s: float, key: str = "replicas") -> float | None:
+    """∫ replicas dt over the run, from the polled timeline (step-wise constant); None without one.
+    ``key="awake"``: awake replica-seconds (asleep replicas left out)."""
     if not timeline:
         return None
     total = 0.0
     for a, b in zip(timeline, timeline[1:] + [{"t": wall_s}]):
-        total += a["replicas"] * max(0.0, b["t"] - a["t"])
+        total += a.get(key, a["replicas"]) * max(0.0, b["t"] - a["t"])
     return round(total, 3)

@@ -38,6 +38,7 @@ __all__ = [
     "ServeTiming",
     "ServingSpec",
     "Series",
+    "SleepSpec",
     "WindowAggregate",
     "apply_delay_logic",
     "apply_scaling_factors",
@@ -143,14 +144,32 @@ class HintPolicy:
 
 
 @dataclass(frozen=True)
+class SleepSpec:
+    """``replica.sleep`` (:mod:`rlreward.serving.sleep`): a replica sleeps ``after_step_done_s`` after
+    the trainer's step_done (and as long after its last request), or after that many idle seconds
+    before any hint; it wakes on the next step's ``expect`` (seen ``hint_latency_s`` after the
+    trainer's call, ``hint_lead_s`` before the step) or on a request. ``level`` 1 or 2 (its wake time is
+    the :class:`ReplicaModel`'s ``wake_s``)."""
+
+    after_step_done_s: float
+    level: int = 1
+    hint_latency_s: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.after_step_done_s <= 0 or self.hint_latency_s < 0 or self.level not in (1, 2):
+            raise ValueError("sleep after_step_done_s must be > 0, hint_latency_s ≥ 0, level 1 or 2")
+
+
+@dataclass(frozen=True)
 class ServingSpec:
     """The deployment: an autoscaling config (or a fixed pool of ``num_replicas``), the replica's
-    ``max_ongoing_requests``, and optionally the hint policy (autoscaling only)."""
+    ``max_ongoing_requests``, optionally the hint policy (autoscaling only) and the replicas' sleep."""
 
     autoscaling: AutoscalingSpec | None = None
     num_replicas: int = 1
     max_ongoing_requests: int = 32
     hint: HintPolicy | None = None
+    sleep: SleepSpec | None = None
 
     def __post_init__(self) -> None:
         if self.max_ongoing_requests < 1:
@@ -164,14 +183,16 @@ class ServingSpec:
 @dataclass(frozen=True)
 class ReplicaModel:
     """One replica: ``samples_per_s`` scored per second when busy; ``cold_start_s`` from the request
-    for a new replica until it serves (placement + model load)."""
+    for a new replica until it serves (placement + model load); ``wake_s`` for a sleeping one to
+    serve again (``/v1/stats``' ``last_wake_s``)."""
 
     samples_per_s: float
     cold_start_s: float
+    wake_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.samples_per_s <= 0 or self.cold_start_s < 0:
-            raise ValueError("samples_per_s must be > 0 and cold_start_s ≥ 0")
+        if self.samples_per_s <= 0 or self.cold_start_s < 0 or self.wake_s < 0:
+            raise ValueError("samples_per_s must be > 0, cold_start_s and wake_s ≥ 0")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ FileNotFoundError naming what is wrong.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -51,6 +50,8 @@ class ReplicaSource:
 
     samples_per_s: float | None = None
     cold_start_s: float | None = None
+    #: seconds a sleeping replica takes to wake (``/v1/stats``' ``last_wake_s``); 0 = not modelled
+    wake_s: float = 0.0
     measure_config: str | None = None
     ray_address: str | None = None
     measure_http: str | None = None
@@ -124,7 +125,7 @@ def replica_model(src: ReplicaSource, say: Say = print) -> tuple[ReplicaModel, d
         )
     if cal is not None:
         say(f"rlreward tune: replica {rate:.3g} samples/s, cold start {cold:.3g} s ({cal['source']})")
-    return ReplicaModel(samples_per_s=rate, cold_start_s=cold), cal
+    return ReplicaModel(samples_per_s=rate, cold_start_s=cold, wake_s=src.wake_s), cal
 
 
 def _common(traffic: Traffic, replica: ReplicaModel, timing: ServeTiming, cal: Any) -> dict[str, Any]:
@@ -145,8 +146,10 @@ def yaml_header(job: SweepJob, base: dict[str, Any], replica: ReplicaModel, rec:
     lines = [
         "rlreward AppConfig recommended by `rlreward tune` (simulated, not measured).",
         job.traffic.description,
-        f"replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s",
-        f"predicted: {rec.reward_stage_s:.2f} s reward stage per step, {rec.replica_seconds:.0f} replica-seconds",
+        f"replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s, "
+        f"wake {replica.wake_s:g} s",
+        f"predicted: {rec.reward_stage_s:.2f} s reward stage per step, {rec.replica_seconds:.0f} replica-seconds "
+        f"({rec.awake_replica_seconds:.0f} awake)",
     ]
     if job.base_config is None:
         lines += [
@@ -179,10 +182,10 @@ def run_sweep_job(job: SweepJob, say: Say = print) -> dict[str, Any]:
         f"  replica: {replica.samples_per_s:g} samples/s, cold start {replica.cold_start_s:g} s; "
         f"replicas {job.min_replicas}..{job.max_replicas}; {len(specs)} configurations"
     )
-    from tqdm import tqdm
+    from rlreward.offline.progress import progress
 
     t0 = time.perf_counter()
-    with tqdm(total=len(specs), disable=not sys.stderr.isatty(), unit="cfg", file=sys.stderr) as bar:
+    with progress(len(specs), "simulating", "configuration") as bar:
         points = run_sweep(job.traffic, specs, replica, job.timing, progress=bar.update)
     front = pareto_front(points)
     rec = recommend(points, job.slack)
@@ -193,6 +196,11 @@ def run_sweep_job(job: SweepJob, say: Say = print) -> dict[str, Any]:
         f"{job.slack:.0%} of the best):"
     )
     say("  " + format_table(front, rec).replace("\n", "\n  "))
+    if rec.spec.sleep is not None:
+        say(
+            f"  sleep wins: {rec.awake_replica_seconds:.0f} awake of {rec.replica_seconds:.0f} replica-s "
+            f"at {rec.reward_stage_s:.2f} s/step"
+        )
     if rec_plain is not None and rec_plain is not rec:
         say(
             f"  without hints: {spec_label(rec_plain.spec)}: {rec_plain.reward_stage_s:.2f} s/step, "
@@ -239,6 +247,7 @@ def run_evaluate_job(job: EvaluateJob, say: Say = print) -> dict[str, Any]:
         "predicted": {
             "reward_stage_s": point.reward_stage_s,
             "replica_seconds": point.replica_seconds,
+            "awake_replica_seconds": point.awake_replica_seconds,
             "horizon_s": result.horizon_s,
             "max_target_replicas": result.max_target,
             "steps": [

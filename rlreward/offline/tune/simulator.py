@@ -20,9 +20,9 @@ cadence, window, factors, delays, bounds) is :mod:`.policy`; the policies' desir
   oldest), or ``power_of_two`` with a seeded RNG.
 * **Hints**: seen ``latency_s`` after rollout start (``hint_lead_s`` before the step's first request),
   active until ``latency_s + hold_s`` after step done; then ``release_to`` ("min" or "base").
+* **Sleep** (:class:`~.policy.SleepSpec`): its timer; an announced step or a request wakes a sleeper.
 
-Simplified away: Ray scheduling, the HTTP proxy's handle, network latency, batch-size effects on
-throughput, drain timeouts, ``max_queued_requests``, ``target_capacity``, failures, and the ingress.
+Simplified away: Ray scheduling, proxy, network, batch-size effects, drain timeouts, failures, ingress.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class SimResult:
     replica_seconds: float
     #: time of the last score of the last step, seconds.
     horizon_s: float
+    #: ∫ replicas alive and not asleep dt over [0, horizon_s] (= replica_seconds without sleep).
+    awake_replica_seconds: float = math.nan
 
     @property
     def mean_stage_s(self) -> float:
@@ -149,6 +151,8 @@ class _Replica:
     free_at: float = 0.0
     store: MetricStore = field(default_factory=MetricStore)
     report: WindowAggregate | None = None
+    asleep: bool = False
+    last_active: float = 0.0
 
 
 # event priorities at equal times (lower first); the control tick runs after all of them
@@ -176,8 +180,12 @@ class _Sim:
         self.delay = DelayState()
         self.rng = random.Random(timing.seed)
         self.alive = 0
+        self.awake = 0
         self.last_change = 0.0
         self.replica_seconds = 0.0
+        self.awake_seconds = 0.0
+        self.announced: set[int] = set()  # steps whose expect the sleeping replicas saw, not yet done
+        self.step_done_seen = -math.inf
         self.step_first: list[float] = [math.nan] * len(workload.steps)
         self.step_last: list[float] = [math.nan] * len(workload.steps)
         self.step_left = [len(s.requests) for s in workload.steps]
@@ -210,6 +218,7 @@ class _Sim:
 
     def _account(self, t: float) -> None:
         self.replica_seconds += self.alive * (t - self.last_change)
+        self.awake_seconds += self.awake * (t - self.last_change)
         self.last_change = t
 
     def _new_replica(self, t: float) -> _Replica:
@@ -217,11 +226,13 @@ class _Sim:
         rep = _Replica(id=len(self.replicas), created_s=t)
         self.replicas.append(rep)
         self.alive += 1
+        self.awake += 1
         return rep
 
     def _make_ready(self, rep: _Replica, t: float) -> None:
-        rep.state, rep.ready_s, rep.free_at = "running", t, t
+        rep.state, rep.ready_s, rep.free_at, rep.last_active = "running", t, t, t
         self.running_version += 1
+        self._sleep_check_at(rep, t)
         if self.auto is not None and self.auto.target_backlog_samples is not None:
             # replicas report backlog_samples (record_autoscaling_stats) on their own cadence
             self.push(t, _RECORD, "replica_record", rep)
@@ -231,6 +242,28 @@ class _Sim:
         self._account(t)
         rep.state, rep.dead_s = "dead", t
         self.alive -= 1
+        if not rep.asleep:
+            self.awake -= 1
+
+    # -- sleep
+    def _sleep_check_at(self, rep: _Replica, t: float) -> None:
+        if self.s.sleep is not None:
+            self.push(t + self.s.sleep.after_step_done_s, _HINT, "sleep_check", rep)
+
+    def _sleep_check(self, rep: _Replica, t: float) -> None:
+        after = self.s.sleep.after_step_done_s  # type: ignore[union-attr]
+        idle = t - max(rep.last_active, self.step_done_seen) >= after - 1e-9
+        if rep.state == "running" and not rep.asleep and rep.in_flight == 0 and idle and not self.announced:
+            self._account(t)
+            rep.asleep = True
+            self.awake -= 1
+
+    def _wake(self, rep: _Replica, t: float) -> None:
+        self._account(t)
+        rep.asleep = False
+        self.awake += 1
+        rep.free_at = max(rep.free_at, t) + self.r.wake_s
+        rep.last_active = rep.free_at
 
     def _running(self) -> list[_Replica]:
         return [r for r in self.replicas if r.state == "running"]
@@ -264,6 +297,8 @@ class _Sim:
             if not free:
                 return
             rep = self._pick(free)
+            if rep.asleep:
+                self._wake(rep, t)
             req = self.queue.popleft()
             req.assigned_s, req.replica = t, rep.id
             req.start_s = max(t, rep.free_at)
@@ -279,6 +314,9 @@ class _Sim:
         rep = self.replicas[req.replica]
         rep.in_flight -= 1
         rep.backlog -= req.samples
+        rep.last_active = t
+        if rep.in_flight == 0:
+            self._sleep_check_at(rep, t)
         self.sent[rep.id] -= 1
         if rep.state == "draining" and rep.in_flight == 0:
             self._kill(rep, t)
@@ -305,11 +343,15 @@ class _Sim:
         hint = self.s.hint
         if hint is not None:
             self.push(max(0.0, start - step.hint_lead_s) + hint.latency_s, _HINT, "hint_on", k)
+        if self.s.sleep is not None:
+            self.push(max(0.0, start - step.hint_lead_s) + self.s.sleep.hint_latency_s, _HINT, "announce", k)
 
     def _step_finished(self, k: int, t: float) -> None:
         hint = self.s.hint
         if hint is not None:
             self.push(t + hint.latency_s + hint.hold_s, _HINT, "hint_off", k)
+        if self.s.sleep is not None:
+            self.push(t + self.s.sleep.hint_latency_s, _HINT, "step_done_seen", k)
         if self.w.closed_loop and k + 1 < len(self.w.steps):
             self._schedule_step(k + 1, t + self.w.steps[k + 1].gap_s)
 
@@ -497,6 +539,20 @@ class _Sim:
         elif kind == "hint_off":
             self.active_hints.pop(payload, None)
             self.hint_released = not self.active_hints
+        elif kind == "announce":
+            if math.isnan(self.step_last[payload]):
+                self.announced.add(payload)
+                for rep in self.replicas:
+                    if rep.state == "running" and rep.asleep:
+                        self._wake(rep, t)
+        elif kind == "step_done_seen":
+            self.announced.discard(payload)
+            self.step_done_seen = t
+            for rep in self.replicas:
+                if rep.state == "running":
+                    self._sleep_check_at(rep, t)
+        elif kind == "sleep_check":
+            self._sleep_check(payload, t)
         elif kind == "handle_record":
             self._handle_record(t)
             self.push(t + self.record_s, _RECORD, "handle_record")
@@ -545,6 +601,7 @@ class _Sim:
             target_timeline=tuple(self.timeline),
             replica_seconds=self.replica_seconds,
             horizon_s=horizon,
+            awake_replica_seconds=self.awake_seconds,
         )
 
 

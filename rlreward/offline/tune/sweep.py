@@ -2,9 +2,12 @@
 workload; the Pareto front of **replica-seconds** (cost) vs **mean reward-stage time per step**
 (what the trainer waits); the recommendation; the plot; the recommended ``AppConfig`` YAML.
 
-Recommendation rule: among all simulated points, the least replica-seconds whose mean reward-stage
-time is within ``slack`` (default 10%) of the best reward-stage time any point reached. Ties go to the
-shorter reward stage, then to the earlier point of the grid (fixed pools and no-hint configs first).
+Recommendation rule: among all simulated points without sleep, the least replica-seconds whose mean
+reward-stage time is within ``slack`` (default 10%) of the best reward-stage time any point reached.
+Ties go to the shorter reward stage, then to the earlier point of the grid (fixed pools and no-hint
+configs first). Then sleep, where it wins: the same configuration with ``replica.sleep`` (swept over
+``Grid.sleep_after_s``) replaces it when its reward stage stays within ``slack`` of it and it needs at
+least ``sleep_gain`` (30%) fewer **awake** replica-seconds (the memory the trainer gets back).
 
 Configurations, as they appear in JSON (``SweepPoint.config``)::
 
@@ -12,7 +15,8 @@ Configurations, as they appear in JSON (``SweepPoint.config``)::
      "num_replicas": 4 | null,                      # fixed pool only
      "autoscaling": {AutoscalingOptions fields} | null,
      "max_ongoing_requests": 32,
-     "hint": {"within_s": ..., "latency_s": ..., "hold_s": ..., "release_to": "min" | "base"} | null}
+     "hint": {"within_s": ..., "latency_s": ..., "hold_s": ..., "release_to": "min" | "base"} | null,
+     "sleep": {"after_step_done_s": ..., "level": 1 | 2, "hint_latency_s": ...} | null}
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .policy import AutoscalingSpec, HintPolicy, ReplicaModel, ServeTiming, ServingSpec
+from .policy import AutoscalingSpec, HintPolicy, ReplicaModel, ServeTiming, ServingSpec, SleepSpec
 from .simulator import SimResult, simulate
 from .workload import Traffic
 
@@ -49,6 +53,10 @@ class Grid:
     hint_hold_s: tuple[float, ...] = (0.0,)
     hint_release: tuple[str, ...] = ("min", "base")
     fixed_pools: bool = True
+    #: ``replica.sleep.after_step_done_s`` values swept (on fixed pools and hinted configs; needs the
+    #: replica's ``wake_s``); empty = no sleep in the sweep.
+    sleep_after_s: tuple[float, ...] = ()
+    sleep_level: int = 1
 
 
 def grid_specs(
@@ -113,6 +121,15 @@ def grid_specs(
                 specs.append(
                     ServingSpec(autoscaling=auto, max_ongoing_requests=max_ongoing_requests, hint=hint)
                 )
+    sleepers = [s for s in specs if s.autoscaling is None or s.hint is not None]
+    specs += [
+        replace(
+            s,
+            sleep=SleepSpec(after_step_done_s=a, level=grid.sleep_level, hint_latency_s=grid.hint_latency_s),
+        )
+        for a in grid.sleep_after_s
+        for s in sleepers
+    ]
     return specs
 
 
@@ -130,14 +147,16 @@ def spec_config(spec: ServingSpec) -> dict[str, Any]:
         "autoscaling": auto.to_options() if auto is not None else None,
         "max_ongoing_requests": spec.max_ongoing_requests,
         "hint": asdict(spec.hint) if spec.hint is not None else None,
+        "sleep": asdict(spec.sleep) if spec.sleep is not None else None,
     }
 
 
 def spec_label(spec: ServingSpec) -> str:
     """A short one-line description for tables and logs."""
+    sleep = f" +sleep {spec.sleep.after_step_done_s:g}s L{spec.sleep.level}" if spec.sleep is not None else ""
     a = spec.autoscaling
     if a is None:
-        return f"fixed {spec.num_replicas}"
+        return f"fixed {spec.num_replicas}{sleep}"
     target = (
         f"backlog {a.target_backlog_samples}"
         if a.target_backlog_samples
@@ -147,7 +166,7 @@ def spec_label(spec: ServingSpec) -> str:
         f"{target} up {a.upscale_delay_s:g} down {a.downscale_delay_s:g} "
         f"lb {a.look_back_period_s:g} [{a.min_replicas},{a.max_replicas}]"
     )
-    return s + (f" +hint→{spec.hint.release_to}" if spec.hint is not None else "")
+    return s + (f" +hint→{spec.hint.release_to}" if spec.hint is not None else "") + sleep
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,8 @@ class SweepPoint:
     reward_stage_s: float
     replica_seconds: float
     horizon_s: float
+    #: replica-seconds not asleep (= replica_seconds without sleep)
+    awake_replica_seconds: float = math.nan
 
     @property
     def config(self) -> dict[str, Any]:
@@ -168,6 +189,7 @@ class SweepPoint:
             "config": self.config,
             "reward_stage_s": self.reward_stage_s,
             "replica_seconds": self.replica_seconds,
+            "awake_replica_seconds": self.awake_replica_seconds,
         }
 
 
@@ -177,6 +199,7 @@ def point_from_result(spec: ServingSpec, result: SimResult) -> SweepPoint:
         reward_stage_s=result.mean_stage_s,
         replica_seconds=result.replica_seconds,
         horizon_s=result.horizon_s,
+        awake_replica_seconds=result.awake_replica_seconds,
     )
 
 
@@ -213,19 +236,41 @@ def pareto_front(points: Sequence[SweepPoint]) -> list[SweepPoint]:
     return front
 
 
-def recommend(points: Sequence[SweepPoint], slack: float = 0.1) -> SweepPoint:
-    """The least replica-seconds within ``slack`` (fraction) of the best mean reward-stage time."""
+def recommend(points: Sequence[SweepPoint], slack: float = 0.1, sleep_gain: float = 0.3) -> SweepPoint:
+    """The least replica-seconds within ``slack`` (fraction) of the best mean reward-stage time, then
+    its sleeping variant where that wins (see the module docstring)."""
     if not points:
         raise ValueError("nothing was simulated")
     if slack < 0:
         raise ValueError(f"slack must be ≥ 0 (got {slack})")
-    best = min(p.reward_stage_s for p in points)
+    awake = [p for p in points if p.spec.sleep is None] or list(points)
+    best = min(p.reward_stage_s for p in awake)
     ok = [
         (p.replica_seconds, p.reward_stage_s, i)
-        for i, p in enumerate(points)
+        for i, p in enumerate(awake)
         if p.reward_stage_s <= best * (1 + slack) + 1e-9
     ]
-    return points[min(ok)[2]]
+    rec = awake[min(ok)[2]]
+    return sleep_variant(points, rec, slack, sleep_gain) or rec
+
+
+def sleep_variant(
+    points: Sequence[SweepPoint], base: SweepPoint, slack: float = 0.1, gain: float = 0.3
+) -> SweepPoint | None:
+    """The sleeping variant of ``base`` with the fewest awake replica-seconds among those whose reward
+    stage is within ``slack`` of ``base``'s and whose awake replica-seconds are at most ``1 - gain``
+    of ``base``'s; None when sleep does not win."""
+    if base.spec.sleep is not None:
+        return None
+    wins = [
+        (p.awake_replica_seconds, p.reward_stage_s, i)
+        for i, p in enumerate(points)
+        if p.spec.sleep is not None
+        and replace(p.spec, sleep=None) == base.spec
+        and p.reward_stage_s <= base.reward_stage_s * (1 + slack) + 1e-9
+        and p.awake_replica_seconds <= (1 - gain) * base.awake_replica_seconds + 1e-9
+    ]
+    return points[min(wins)[2]] if wins else None
 
 
 # -- AppConfig YAML --------------------------------------------------------------------------------
@@ -310,11 +355,15 @@ def serving_from_app_config(
             )
         elif hint.replica_samples_per_s is None:
             hint = replace(hint, replica_samples_per_s=hints.replica_samples_per_s)
+    sleep = None
+    if rep.sleep is not None:
+        sleep = SleepSpec(after_step_done_s=rep.sleep.after_step_done_s, level=rep.sleep.level)
     return ServingSpec(
         autoscaling=auto,
         num_replicas=rep.num_replicas,
         max_ongoing_requests=rep.max_ongoing_requests,
         hint=hint,
+        sleep=sleep,
     )
 
 
@@ -348,6 +397,10 @@ def recommendation_config(
                 "release_to": spec.hint.release_to,
                 "hold_s": spec.hint.hold_s,
             }
+    if spec.sleep is not None:
+        rep["sleep"] = {"after_step_done_s": spec.sleep.after_step_done_s, "level": spec.sleep.level}
+    else:
+        rep.pop("sleep", None)
     validate_app_config(data, "the recommended config")
     return data
 
@@ -370,6 +423,12 @@ def recommendation_yaml(
             "# rollout start (within_s defaults to replica.autoscaling.hints.default_within_s) and",
             "# client.step_done() after the last score (the TRL adapter does both around each batch);",
             f"# simulated as seen {h.latency_s:g} s after sending.",
+        ]
+    if spec.sleep is not None:
+        lines += [
+            "# replica.sleep: the replicas sleep between reward bursts and are woken by the trainer's",
+            "# client.expect() at rollout start (ahead of the burst) or by the first request; recommended",
+            "# because it keeps the reward stage within the slack with far fewer awake replica-seconds.",
         ]
     return "\n".join(lines) + ("\n" if lines else "") + yaml.safe_dump(data, sort_keys=False)
 

@@ -174,7 +174,7 @@ class _ScoringRequest(_VllmRequest):
     chat_template_kwargs: dict[str, Any] | None = Field(default=None, description="Refused when non-empty.")
 
 
-class ScoreRequest(_ScoringRequest):
+class PairScoreRequest(_ScoringRequest):
     """Body of ``POST /score``: queries (prompts) and documents (candidate answers), 1:1, 1:N or N:N."""
 
     queries: str | dict[str, Any] | list[str | dict[str, Any]] | None = Field(
@@ -444,7 +444,7 @@ def _pair(query: Any, doc: Any, q_name: str, d_name: str) -> dict[str, Any]:
     }
 
 
-def pair_samples(req: ScoreRequest, ctx: VllmContext) -> tuple[list[dict[str, Any]], str, str]:
+def pair_samples(req: PairScoreRequest, ctx: VllmContext) -> tuple[list[dict[str, Any]], str, str]:
     """The conversations ``[user: query, assistant: document]`` of a ``/score`` body (1:1, 1:N, N:N)."""
     _check_scoring(req, ctx)
     pair = next(
@@ -471,7 +471,7 @@ def pair_samples(req: ScoreRequest, ctx: VllmContext) -> tuple[list[dict[str, An
 
 async def score_pairs(payload: Any, ctx: VllmContext, score_fn: ScoreFn) -> dict[str, Any]:
     """``POST /score``: one ``{"index", "object": "score", "score": value}`` per (query, document) pair."""
-    req: ScoreRequest = _validate(ScoreRequest, payload)
+    req: PairScoreRequest = _validate(PairScoreRequest, payload)
     samples, _, d_name = pair_samples(req, ctx)
     _check_count(len(samples), ctx, d_name)
     results, tokens = await score_fn(samples)
