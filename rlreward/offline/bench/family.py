@@ -75,7 +75,7 @@ def bench_family(
             runs[name].append(timed(system, wl.samples, None, device, name))
     kind = PeakMemory(device).kind
     for name, r in runs.items():
-        results[name] = summarize(name, r, len(wl.samples), tokens, 0.0, None, kind)
+        results[name] = summarize(name, r, len(wl.samples), tokens, (tokens, 0.0), None, kind)
     check_agreement(results, atol)
     if device.type == "cuda":
         torch.cuda.empty_cache()
