@@ -10,9 +10,9 @@ copy of the tiny checkpoint (the last test perturbs its value head).
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
-import os
 import shutil
 import subprocess
 import time
@@ -362,7 +362,9 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
         if os.environ.get("CI"):  # CI runs make setup as root, which installs it: never skip there
-            pytest.fail("chromium is missing in CI: make setup should have installed it (apt-get install chromium)")
+            pytest.fail(
+                "chromium is missing in CI: make setup should have installed it (apt-get install chromium)"
+            )
         pytest.skip(
             "Debian's chromium is not installed (make setup installs it as root: apt-get install chromium)"
         )
