@@ -198,3 +198,23 @@ def test_trainer_side_imports_light_in_a_fresh_interpreter(module, allowed):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"{module} loaded {r.stdout.strip()}"
+
+
+#: Functions that are argument tables (one ``add_argument`` call after another), exempt from the
+#: function-length bound.
+ARGUMENT_TABLES = {"add_arguments"}
+
+
+def test_rooms_stay_small_enough_to_read():
+    """No module over 700 lines, no function over 120 (argument tables aside)."""
+    too_long = []
+    for name, path in _modules().items():
+        text = path.read_text()
+        if len(text.splitlines()) > 700:
+            too_long.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in ARGUMENT_TABLES:
+                length = node.end_lineno - node.lineno + 1
+                if length > 120:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert not too_long, f"split these: {too_long}"
