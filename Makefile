@@ -46,7 +46,7 @@ demo: setup $(TRAINED)/value_head.safetensors
 	$(BIN)/python examples/demo.py --model $(TRAINED) --port $(PORT)
 
 test: setup tiny
-	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra --timeout=900 $(PYTEST_ARGS) tests
+	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra --timeout=900 --durations=20 $(PYTEST_ARGS) tests
 
 test-unit: setup tiny
 	RLREWARD_TINY=$(abspath $(TINY)) $(BIN)/python -m pytest -q -ra tests/unit
