@@ -12,8 +12,8 @@ is cached). Entries are kept least-recently-used first out while their tensors' 
 ``max_bytes`` (``BatchingConfig.image_cache_bytes``); an entry larger than that is returned but not
 kept; 0 keeps nothing (threads still share an in-flight computation). Samples already prepared keep
 their tensors whatever the cache evicts. An inline reference (base64, data URI) is also remembered by
-its own hash (:func:`reference_key`), so the same string sent again is neither base64-decoded nor
-hashed twice while its prepared pixels are cached.
+its own hash (:func:`reference_key`), so the same string sent again is not base64-decoded while its
+prepared pixels are cached, nor hashed again when equal to one of the last four strings hashed.
 """
 
 from __future__ import annotations
