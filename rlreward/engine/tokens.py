@@ -61,7 +61,7 @@ class PrefixTokens:
         self._kept: OrderedDict[str, tuple[torch.Tensor, torch.Tensor] | None] = OrderedDict()
         self._lock = threading.Lock()
         self._straddles: tuple[str, ...] = ()
-        self.enabled = self._safe()
+        self.enabled = bool(vision_ids) and self._safe()  # a vision token in a suffix must be seen
 
     def _safe(self) -> bool:
         backend = _backend(self.tokenizer)

@@ -116,13 +116,15 @@ def test_a_group_shares_the_prefix_and_scores_as_the_card(tiny_model_dir, recipe
 
 
 def test_an_unsafe_tokenizer_takes_the_full_path(tiny_model_dir):
-    tok = cpu_scorer(tiny_model_dir).preprocessor.tokenizer
+    pre = cpu_scorer(tiny_model_dir).preprocessor
+    tok, vision = pre.tokenizer, pre.prefixes.vision_ids
+    assert vision and not PrefixTokens(tok, set()).enabled  # no vision ids known: off
     tok.backend_tokenizer.enable_truncation(max_length=8)
     try:
-        assert not PrefixTokens(tok, set()).enabled
+        assert not PrefixTokens(tok, vision).enabled
     finally:
         tok.backend_tokenizer.no_truncation()
-    split = PrefixTokens(tok, set()).split
+    split = PrefixTokens(tok, vision).split
     assert split("no turn marker here") is None
     assert split("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nok") == (
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>",
