@@ -12,15 +12,15 @@ is cached). Entries are kept least-recently-used first out while their tensors' 
 ``max_bytes`` (``BatchingConfig.image_cache_bytes``); an entry larger than that is returned but not
 kept; 0 keeps nothing (threads still share an in-flight computation). Samples already prepared keep
 their tensors whatever the cache evicts. An inline reference (base64, data URI) is also remembered by
-its own hash (:func:`reference_key`), so the same string sent again is neither base64-decoded nor
-hashed twice while its prepared pixels are cached.
+its own hash (:func:`reference_key`), so the same string sent again is not base64-decoded while its
+prepared pixels are cached, nor hashed again when equal to one of the last four strings hashed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -69,6 +69,9 @@ def reference_key(ref: Any) -> bytes | None:
 
 #: Most inline references remembered (about 100 bytes each).
 _MAX_REFS = 8192
+#: The last inline reference strings hashed, kept to recognise an equal string without hashing it
+#: again (a group's answers each carry the same base64 image; comparing is a memory compare).
+_RECENT_REFS = 4
 
 
 class ImageCache:
@@ -79,6 +82,7 @@ class ImageCache:
         self._entries: OrderedDict[Hashable, PreparedImage] = OrderedDict()
         self._inflight: dict[Hashable, Future] = {}
         self._refs: OrderedDict[bytes, ImageHeader] = OrderedDict()
+        self._recent: deque[tuple[str, bytes]] = deque(maxlen=_RECENT_REFS)
         self._lock = threading.Lock()
         self.bytes = 0
         self.hits = 0
@@ -87,6 +91,21 @@ class ImageCache:
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._entries
+
+    def reference_key(self, ref: Any) -> bytes | None:
+        """:func:`reference_key` of ``ref``; for a string equal to one of the last few hashed
+        (the same object, or ``==``), the key already computed for it, with no hashing."""
+        if not isinstance(ref, str) or len(ref) < _MIN_INLINE_REF:
+            return None
+        with self._lock:
+            for seen, key in self._recent:
+                if seen is ref or seen == ref:
+                    return key
+        key = reference_key(ref)
+        if key is not None:
+            with self._lock:
+                self._recent.appendleft((ref, key))
+        return key
 
     def header(self, ref_key: bytes) -> ImageHeader | None:
         """The header facts of an inline reference opened before (:func:`reference_key`)."""
@@ -145,6 +164,7 @@ class ImageCache:
         with self._lock:
             self._entries.clear()
             self._refs.clear()
+            self._recent.clear()
             self.bytes = 0
 
     def stats(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import torch
 
 from rlreward.engine.config import ScorerConfig
 from rlreward.engine.content import from_openai_part
-from rlreward.engine.image_cache import ImageCache, ImageHeader, PreparedImage, reference_key
+from rlreward.engine.image_cache import ImageCache, ImageHeader, PreparedImage
 from rlreward.engine.media import (
     PixelBudget,
     check_item_resize,
@@ -43,6 +43,7 @@ from rlreward.engine.media import (
     load_image,
     open_image,
 )
+from rlreward.engine.tokens import PrefixTokens, token_ids
 from rlreward.schema import ErrorCode, SampleError
 
 _ROLES = {"system", "user", "assistant"}
@@ -346,6 +347,8 @@ class Preprocessor:
         ) and callable(getattr(processor, "image_processor", None))
         tok = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         self.tokenizer = tok
+        mm_ids = [getattr(processor, f"{m}_token_ids", None) or [] for m in ("image", "video", "audio")]
+        self.prefixes = PrefixTokens(tok, {i for ids in mm_ids for i in ids if i is not None})
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         ip = getattr(processor, "image_processor", None)
         if ip is not None and (config.min_pixels is not None or config.max_pixels is not None):
@@ -439,7 +442,7 @@ class Preprocessor:
         # Vision reuse keys on the pixels the model sees: the same file resized under other
         # per-item keys is another image.
         suffix = f"|{sorted(keys.items())}" if keys else ""
-        rkey = reference_key(ref)
+        rkey = self.images.reference_key(ref)
         seen = self.images.header(rkey) if rkey is not None else None
         if seen is not None and seen.digest + suffix in self.images:
             if budget is not None:
@@ -520,7 +523,10 @@ class Preprocessor:
             image_digests=digests,
             video_readers=readers,
         )
-        prepared.position_ids = self._positions(prepared, inputs.get("mm_token_type_ids"))
+        pos = inputs.get("position_ids")  # the prepared-image path positions its samples itself
+        prepared.position_ids = (
+            self._positions(prepared, inputs.get("mm_token_type_ids")) if pos is None else pos
+        )
         return prepared
 
     def _with_media(self, messages: list[dict], text: str) -> tuple[Any, list[str]]:
@@ -584,17 +590,12 @@ class Preprocessor:
         return inputs, readers
 
     def _with_prepared_images(self, messages: list[dict], text: str, digests: list[str]) -> dict[str, Any]:
-        """The processor's outputs for a conversation whose images (no video) come from
-        :attr:`images`: each distinct image prepared once (:meth:`_prepare_image`), the text's
-        placeholders expanded by the processor's own ``replace_image_token`` and
-        ``get_text_with_replacements``, then tokenised by the processor as the card's call does."""
-        items = [
-            i
-            for m in messages
-            if isinstance(m["content"], list)
-            for i in m["content"]
-            if i["type"] == "image"
-        ]
+        """The processor's outputs (and positions) for a conversation whose images (no video) come
+        from :attr:`images`, each prepared once (:meth:`_prepare_image`); placeholders expanded by the
+        processor's ``replace_image_token``/``get_text_with_replacements``, then tokenised as the
+        card's call does, the part before the scored turn once per prefix (:attr:`prefixes`)."""
+        contents = [m["content"] for m in messages if isinstance(m["content"], list)]
+        items = [i for content in contents for i in content if i["type"] == "image"]
         parts = [self.images.get(d, lambda it=it: self._prepare_image(it)) for d, it in zip(digests, items)]
         if len(parts) == 1:
             image = parts[0]
@@ -608,13 +609,17 @@ class Preprocessor:
         grids = {"image_grid_thw": image.image_grid_thw}
         replacements = [self.processor.replace_image_token(grids, i) for i in range(len(items))]
         expanded, _ = self.processor.get_text_with_replacements([text], replacements, [], [])
-        # The processor's text step (its tokenizer, its modality ids), without its per-call overhead.
-        inputs = dict(self.tokenizer(expanded, padding=False, return_tensors="pt"))
-        inputs["mm_token_type_ids"] = torch.tensor(
-            self.processor.create_mm_token_type_ids(inputs["input_ids"].tolist())
-        )
-        inputs["pixel_values"], inputs["image_grid_thw"] = image.pixel_values, image.image_grid_thw
-        return inputs
+
+        def full() -> tuple[torch.Tensor, torch.Tensor]:  # the processor's text step, without its overhead
+            ids = token_ids(self.tokenizer, expanded[0])
+            mm = torch.tensor(self.processor.create_mm_token_type_ids([ids.tolist()]))
+            return ids, self._positions(
+                PreparedSample(ids, torch.empty(0), image_grid_thw=image.image_grid_thw), mm
+            )
+
+        ids, pos = self.prefixes.tokens(expanded[0], full)
+        pixels = {"pixel_values": image.pixel_values, "image_grid_thw": image.image_grid_thw}
+        return {"input_ids": ids.unsqueeze(0), "position_ids": pos, **pixels}
 
     def _prepare_image(self, item: dict) -> PreparedImage:
         """Decode one image item, resize it as the card's recipe does (qwen-vl-utils'
