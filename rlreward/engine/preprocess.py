@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rlreward.engine.config import ScorerConfig
-from rlreward.engine.content import from_openai_part
+from rlreward.engine.content import check_no_vision_markers, from_openai_part
 from rlreward.engine.image_cache import ImageCache, ImageHeader, PreparedImage
 from rlreward.engine.media import (
     PixelBudget,
@@ -494,6 +494,7 @@ class Preprocessor:
         texts = [m["content"] for m in messages if isinstance(m["content"], str)]
         texts += [i.get("text", "") for m in messages if isinstance(m["content"], list) for i in m["content"]]
         check_text(texts, limits)
+        check_no_vision_markers(self.processor, messages, texts)
         messages, digests = self._vision_items(messages, defer=True)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         kinds = {i["type"] for m in messages if isinstance(m["content"], list) for i in m["content"]}

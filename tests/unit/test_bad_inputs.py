@@ -244,3 +244,20 @@ def test_an_undecodable_image_is_described_not_named_by_its_file_object(scorer, 
     assert result.error is not None and result.error.code == ErrorCode.IMAGE_DECODE
     assert "BytesIO" not in result.error.message and " at 0x" not in result.error.message
     assert "cannot decode image:" in result.error.message
+
+
+@pytest.mark.parametrize("where", ["answer", "prompt"])
+def test_a_vision_placeholder_typed_into_text_beside_an_image_is_bad_content(scorer, where):
+    """The processor would expand it as an image it was not given (the card's recipe fails too)."""
+    prompt, answer = "What is it?", "A square."
+    if where == "answer":
+        answer = "look <|image_pad|> here"
+    else:
+        prompt = "<|image_pad|> what is it?"
+    sample = {"prompt": prompt, "response": answer, "images": [_b64(noise_png(2))]}
+    bad, good = scorer.score(
+        [sample, {"prompt": "What is it?", "response": "A square.", "images": [_b64(noise_png(2))]}]
+    )
+    assert bad.error is not None and bad.error.code == ErrorCode.BAD_CONTENT
+    assert "<|image_pad|>" in bad.error.message
+    assert good.error is None
