@@ -87,17 +87,20 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
-def _is_proxy_500(response: Any) -> bool:
-    """A 500 that the ingress did not write: Ray Serve's HTTP proxy answers a bare "Internal Server
-    Error" when the ingress actor died under the request (it sends no body for a ``RayActorError``),
-    while every 500 of the ingress itself carries ``{"error": {"code", "message"}}`` (a bug: final)."""
-    if response.status_code != 500:
-        return False
+def _not_ours(response: Any) -> bool:
+    """Whether the body is not the ingress's ``{"error": {...}}`` (Ray Serve's proxy wrote it)."""
     try:
         body = response.json()
     except ValueError:
         return True
     return not (isinstance(body, dict) and isinstance(body.get("error"), dict))
+
+
+def _is_proxy_500(response: Any) -> bool:
+    """A 500 that the ingress did not write: Ray Serve's HTTP proxy answers a bare "Internal Server
+    Error" when the ingress actor died under the request (it sends no body for a ``RayActorError``),
+    while every 500 of the ingress itself carries ``{"error": {"code", "message"}}`` (a bug: final)."""
+    return response.status_code == 500 and _not_ours(response)
 
 
 #: The operations every transport carries: name → (HTTP method, HTTP path, handle target, handle method).
@@ -233,6 +236,7 @@ class HttpTransport(Transport):
         self._async: Any = None
         self._async_loop: Any = None
         self._lock = threading.Lock()
+        self._answered: set[str] = set()  # paths that have answered 200 through this transport
 
     def _client_options(self) -> dict[str, Any]:
         import httpx
@@ -283,6 +287,7 @@ class HttpTransport(Transport):
         status = response.status_code
         if status != 200:
             raise self._http_error(path, response)
+        self._answered.add(path)
         try:
             body = response.json()
             return body["results"] if op == "score" else body["data"][0] if op == "models" else body
@@ -299,13 +304,42 @@ class HttpTransport(Transport):
             return AuthenticationError(
                 text + " (pass api_key= or set RLREWARD_API_KEY)", status_code=status, code=code
             )
-        if status in _RETRY_STATUS or _is_proxy_500(response):
+        # A 404 that Ray Serve's proxy wrote (not the ingress) for a route it should know: a restarted
+        # proxy that has not received its route table yet. Transient, so retried.
+        proxy_lost_route = status == 404 and _not_ours(response) and self._route_may_come_back(path)
+        if status in _RETRY_STATUS or _is_proxy_500(response) or proxy_lost_route:
+            if proxy_lost_route:
+                text += " (Ray Serve's proxy does not know this route yet: restarting)"
             return RewardServerError(
                 text, status_code=status, code=code, retry_after_s=_retry_after(response)
             )
         if 400 <= status < 500:
             return RewardRequestError(text, status_code=status, code=code)
         return _Fatal(text, status_code=status, code=code)
+
+    def _route_may_come_back(self, path: str) -> bool:
+        """A 404 from Ray Serve's proxy (not the ingress) is transient when the route answered before,
+        or when the proxy's route table (``GET /-/routes``) is empty or names this app's prefix: a
+        proxy restarted after a crash serves 404s until its table arrives. A table that lacks the
+        prefix, or none at all, means a wrong URL: final."""
+        if path in self._answered:
+            return True
+        import httpx
+
+        parts = httpx.URL(self.url)
+        try:
+            routes = f"{parts.scheme}://{parts.netloc.decode()}/-/routes"
+            table = self._sync_client().get(routes, timeout=2.0).json()
+        except Exception:
+            return False
+        if not isinstance(table, dict):
+            return False
+        if not table:
+            return True
+        prefix = (parts.path or "/").rstrip("/") or "/"
+        return any(str(route).rstrip("/") == prefix.rstrip("/") for route in table) or (
+            prefix == "/" and "/" in table
+        )
 
     def _call(self, op: str, payload: Any, timeout_s: float | None) -> Any:
         return self._answer(op, self._sync_client().request(**self._request(op, payload, timeout_s)))

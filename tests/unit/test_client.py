@@ -595,3 +595,45 @@ def test_the_clients_hold_no_transport_type_checks_and_no_reach_into_a_transport
         ):
             wrong.append(ast.unparse(node))
     assert wrong == []
+
+
+def _ray_proxy(table: dict, lost_for: int):
+    """Ray Serve's HTTP proxy as the client sees it: ``/-/routes`` answers its route table; the app's
+    route answers the proxy's plain-text 404 for the first ``lost_for`` calls (a restarted proxy)."""
+    import httpx
+
+    state = {"score_calls": 0}
+
+    def handler(request):
+        if request.url.path == "/-/routes":
+            return httpx.Response(200, json=table)
+        state["score_calls"] += 1
+        if state["score_calls"] <= lost_for:
+            text = f"Path '{request.url.path}' not found. Ping http://.../-/routes for available routes."
+            return httpx.Response(404, text=text)
+        return httpx.Response(200, json={"model": "m", "results": _echo_results(request)})
+
+    return handler, state
+
+
+def test_a_restarted_proxy_that_does_not_know_the_route_yet_is_retried():
+    import httpx
+
+    handler, state = _ray_proxy({}, lost_for=3)  # an empty table: the proxy is still starting
+    client = RewardClient(
+        url="http://reward.test/app", transport=httpx.MockTransport(handler), backoff_s=0.001
+    )
+    assert [r.score for r in client.score(SAMPLES[:2])] == [0.0, 1.0]
+    assert state["score_calls"] == 4
+
+
+def test_a_route_the_proxy_does_not_serve_is_a_wrong_url_and_final():
+    import httpx
+
+    handler, state = _ray_proxy({"/other": "other"}, lost_for=100)
+    client = RewardClient(
+        url="http://reward.test/app", transport=httpx.MockTransport(handler), backoff_s=0.001
+    )
+    with pytest.raises(RewardRequestError, match="404"):
+        client.score(SAMPLES[:2])
+    assert state["score_calls"] == 1
