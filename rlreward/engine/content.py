@@ -120,6 +120,16 @@ def from_openai_part(part: dict[str, Any], where: str) -> dict[str, Any]:
     return part
 
 
+def vision_placeholder_in(processor: Any, texts: list[Any]) -> str | None:
+    """The first of the processor's vision placeholder tokens (``image_token``, ``video_token``)
+    that one of ``texts`` holds, or None."""
+    for attr in ("image_token", "video_token"):
+        marker = getattr(processor, attr, None)
+        if isinstance(marker, str) and marker and any(isinstance(t, str) and marker in t for t in texts):
+            return marker
+    return None
+
+
 def check_no_vision_markers(processor: Any, messages: list[dict], texts: list[str]) -> None:
     """Text beside images or videos may not hold the processor's vision placeholder tokens: the
     processor would expand them as media it was not given (the card's recipe fails there too)."""
@@ -127,13 +137,10 @@ def check_no_vision_markers(processor: Any, messages: list[dict], texts: list[st
         isinstance(m["content"], list) and any(i.get("type") != "text" for i in m["content"])
         for m in messages
     )
-    if not has_media:
-        return
-    markers = [getattr(processor, a, None) for a in ("image_token", "video_token")]
-    for marker in [m for m in markers if isinstance(m, str) and m]:
-        if any(marker in t for t in texts if isinstance(t, str)):
-            raise SampleError(
-                ErrorCode.BAD_CONTENT,
-                f"a text holds the model's vision placeholder {marker!r} beside images/videos; "
-                "send media as image/video items, never as placeholder tokens in text",
-            )
+    marker = vision_placeholder_in(processor, texts) if has_media else None
+    if marker is not None:
+        raise SampleError(
+            ErrorCode.BAD_CONTENT,
+            f"a text holds the model's vision placeholder {marker!r} beside images/videos; "
+            "send media as image/video items, never as placeholder tokens in text",
+        )

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rlreward.engine.config import ScorerConfig
-from rlreward.engine.content import check_no_vision_markers, from_openai_part
+from rlreward.engine.content import check_no_vision_markers, from_openai_part, vision_placeholder_in
 from rlreward.engine.image_cache import ImageCache, ImageHeader, PreparedImage
 from rlreward.engine.media import (
     PixelBudget,
@@ -664,16 +664,13 @@ class Preprocessor:
             raise SampleError(ErrorCode.INVALID_SAMPLE, "'add_special_tokens' must be true or false")
         limits = self.config.limits
         check_text([text], limits)
-        for token in (
-            getattr(self.processor, "image_token", None),
-            getattr(self.processor, "video_token", None),
-        ):
-            if token and token in text:
-                raise SampleError(
-                    ErrorCode.BAD_CONTENT,
-                    f"the rendered text contains the vision placeholder {token!r} but carries no pixels; send the "
-                    "conversation as messages with image_url / video_url parts to score the images",
-                )
+        token = vision_placeholder_in(self.processor, [text])
+        if token is not None:
+            raise SampleError(
+                ErrorCode.BAD_CONTENT,
+                f"the rendered text contains the vision placeholder {token!r} but carries no pixels; send the "
+                "conversation as messages with image_url / video_url parts to score the images",
+            )
         input_ids = self.tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
         if input_ids.shape[0] > limits.max_tokens:
             raise SampleError(
